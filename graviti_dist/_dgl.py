@@ -1,0 +1,108 @@
+"""The single place that imports DGL.
+
+DGL 2.1.0 (newest on PyPI) ships its GraphBolt C++ library only for
+torch <= 2.2.1, and ``import dgl`` loads it eagerly, so under torch 2.13 a bare
+``import dgl`` dies with ``FileNotFoundError: Cannot find DGL C++ graphbolt
+library``. We never use GraphBolt; everything else in DGL (graphs, neighbour
+sampling, METIS, distributed partition files) works without it. So, before
+DGL is imported, we register a stand-in ``dgl.graphbolt`` module, but only when
+the library for the running torch is really missing: a user whose DGL build
+matches their torch gets native DGL untouched.
+
+Every other module does ``from graviti_dist._dgl import dgl``. Ray worker
+processes unpickle DGL objects before any of our code runs, so every place
+that starts Ray passes :func:`ray_runtime_env` (which names
+:func:`setup_worker` as ``worker_process_setup_hook``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import sys
+import types
+
+import torch
+
+log = logging.getLogger(__name__)
+
+THREADS_ENV = "GRAVITI_NUM_THREADS"
+
+
+def _graphbolt_library_present() -> bool:
+    spec = importlib.util.find_spec("dgl")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    version = torch.__version__.split("+", maxsplit=1)[0]
+    suffix = "dylib" if sys.platform == "darwin" else "so"
+    for root in spec.submodule_search_locations:
+        if os.path.exists(os.path.join(root, "graphbolt", f"libgraphbolt_pytorch_{version}.{suffix}")):
+            return True
+    return False
+
+
+def _register_graphbolt_stand_in() -> None:
+    if "dgl.graphbolt" in sys.modules:
+        return
+    stand_in = types.ModuleType("dgl.graphbolt")
+    stand_in.__doc__ = "graviti-dist stand-in: GraphBolt's C++ library is not built for this torch."
+
+    class FusedCSCSamplingGraph:  # dgl.distributed only uses it in isinstance checks
+        pass
+
+    stand_in.FusedCSCSamplingGraph = FusedCSCSamplingGraph
+    sys.modules["dgl.graphbolt"] = stand_in
+    log.debug("GraphBolt library missing for torch %s: registered a stand-in dgl.graphbolt", torch.__version__)
+
+
+def _import_dgl():
+    if "dgl" not in sys.modules and not _graphbolt_library_present():
+        _register_graphbolt_stand_in()
+    # DGL reads DGLBACKEND at import; we only support its PyTorch backend.
+    os.environ.setdefault("DGLBACKEND", "pytorch")
+    import dgl as _dgl
+
+    return _dgl
+
+
+dgl = _import_dgl()
+
+
+def set_threads(num_threads: int | None = None) -> int:
+    """Give torch (and DGL's OpenMP sampler) ``num_threads`` threads.
+
+    Ray sets ``OMP_NUM_THREADS=1`` in workers, which starves DGL's sampler and
+    torch's CPU kernels; we set the count on purpose instead. With no argument
+    it reads ``GRAVITI_NUM_THREADS`` and leaves the default when unset.
+    """
+    if num_threads is None:
+        value = os.environ.get(THREADS_ENV)
+        if not value:
+            return torch.get_num_threads()
+        num_threads = int(value)
+    num_threads = max(1, int(num_threads))
+    os.environ["OMP_NUM_THREADS"] = str(num_threads)
+    torch.set_num_threads(num_threads)
+    return num_threads
+
+
+def setup_worker() -> None:
+    """Ray ``worker_process_setup_hook``: import DGL our way and set thread counts."""
+    set_threads()
+
+
+def ray_runtime_env(num_threads: int | None = None, extra_env: dict[str, str] | None = None) -> dict:
+    """A Ray ``runtime_env`` whose workers import DGL through this module.
+
+    ``num_threads`` is exported as ``GRAVITI_NUM_THREADS`` (and OMP/MKL thread
+    counts) so every worker gets a deliberate share of the cores.
+    """
+    env_vars = dict(extra_env or {})
+    if num_threads is not None:
+        for name in (THREADS_ENV, "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            env_vars[name] = str(int(num_threads))
+    runtime_env: dict = {"worker_process_setup_hook": "graviti_dist._dgl.setup_worker"}
+    if env_vars:
+        runtime_env["env_vars"] = env_vars
+    return runtime_env

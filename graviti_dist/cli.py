@@ -1,0 +1,109 @@
+"""The ``graviti`` command: parse arguments, call one function, report.
+
+User errors (GravitiError) print one clear paragraph and exit 2; anything
+else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from graviti_dist.errors import GravitiError
+
+
+def _cmd_import(args: argparse.Namespace) -> None:
+    from graviti_dist.crawl import importers
+
+    if args.format == "twitch":
+        importers.import_twitch(args.folders, args.out, overwrite=args.overwrite)
+    elif args.format == "nba":
+        counts = importers.import_nba(args.folder, args.out, overwrite=args.overwrite)
+        if counts["dropped_unknown_follows"]:
+            print(f"dropped {counts['dropped_unknown_follows']} follow lines whose ids have no player row")
+    else:
+        importers.import_edgelist(
+            args.edges, args.out, nodes_path=args.nodes, src_col=args.src_col, dst_col=args.dst_col,
+            id_col=args.id_col, labels=importers.edgelist.parse_label_specs(args.label), symmetric=args.symmetric,
+            node_type=args.node_type, relation=args.relation, delimiter=args.delimiter, overwrite=args.overwrite,
+        )
+    print(f"wrote crawl {args.out}; check it with: graviti inspect {args.out}")
+
+
+def _cmd_inspect(args: argparse.Namespace) -> None:
+    from graviti_dist.crawl.load import load_crawl
+    from graviti_dist.crawl.summary import format_summary, summarize
+
+    crawl = load_crawl(args.crawl, dedupe=args.dedupe, drop_dangling=args.drop_dangling)
+    summary = summarize(crawl)
+    print(format_summary(summary))
+    if not args.no_graph:
+        from graviti_dist.graph import build_graph
+
+        graph = build_graph(crawl)
+        summary["dgl_graph"] = {"num_nodes": graph.num_nodes(), "num_edges": graph.num_edges(),
+                                "edge_types": [list(e) for e in graph.canonical_etypes]}
+        print(f"\nDGL graph: {graph.num_nodes():,} nodes, {graph.num_edges():,} message-passing edges "
+              f"(both directions) in {len(graph.canonical_etypes)} edge types")
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="graviti", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    imp = sub.add_parser("import", help="convert a public or plain dataset into a crawl")
+    fmt = imp.add_subparsers(dest="format", required=True)
+    tw = fmt.add_parser("twitch", help="MUSAE Twitch language folders (e.g. twitch/ENGB twitch/PTBR)")
+    tw.add_argument("folders", nargs="+", type=Path)
+    nba = fmt.add_parser("nba", help="FairGNN NBA folder (nba.csv + nba_relationship.txt)")
+    nba.add_argument("folder", type=Path)
+    el = fmt.add_parser("edgelist", help="a CSV/Parquet edge list with an optional node table")
+    el.add_argument("edges", type=Path)
+    el.add_argument("--nodes", type=Path, help="node table: an id column, numeric features, label columns")
+    el.add_argument("--src-col", default="src")
+    el.add_argument("--dst-col", default="dst")
+    el.add_argument("--id-col", default="id")
+    el.add_argument("--label", action="append", default=[], metavar="COLUMN:TYPE",
+                    help="a label column and its task type (binary, multiclass, regression); repeatable")
+    el.add_argument("--symmetric", action="store_true", help="each row is an undirected edge")
+    el.add_argument("--node-type", default="node")
+    el.add_argument("--relation", default="edge")
+    el.add_argument("--delimiter", default=",")
+    for p in (tw, nba, el):
+        p.add_argument("--out", type=Path, required=True, help="crawl directory to create")
+        p.add_argument("--overwrite", action="store_true", help="replace an existing crawl at --out")
+    imp.set_defaults(func=_cmd_import)
+
+    ins = sub.add_parser("inspect", help="validate a crawl and print its summary")
+    ins.add_argument("crawl", type=Path)
+    ins.add_argument("--dedupe", choices=["error", "first"], default="error",
+                     help="duplicate node ids: fail (default) or keep the first row")
+    ins.add_argument("--drop-dangling", action="store_true", help="drop edges whose endpoint has no node row")
+    ins.add_argument("--no-graph", action="store_true", help="skip building the DGL graph")
+    ins.add_argument("--json", type=Path, help="also write the summary as JSON")
+    ins.set_defaults(func=_cmd_inspect)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args.func(args)
+    except GravitiError as exc:
+        print(f"graviti {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Write crawls atomically: a temporary sibling directory renamed when complete.
+
+A run that dies leaves at most a hidden ``.NAME.tmp-*`` directory, never a
+crawl that looks finished; an existing crawl is replaced only with
+``overwrite=True`` and only after the new one is complete.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from graviti_dist.crawl.schema import SCHEMA_FILE, CrawlSchema
+from graviti_dist.errors import GravitiError
+
+
+def staging_dir(out: Path) -> Path:
+    """A fresh hidden sibling of ``out`` to build into."""
+    return out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def check_output(out: Path, overwrite: bool) -> None:
+    """Refuse to write over an existing path unless ``overwrite``."""
+    if out.exists() and not overwrite:
+        raise GravitiError(f"{out}: already exists; choose another --out or pass --overwrite")
+    if not out.parent.exists():
+        raise GravitiError(f"{out.parent}: parent directory of the output does not exist")
+
+
+def publish(tmp: Path, out: Path) -> None:
+    """Move the finished ``tmp`` into place, replacing ``out`` if it exists."""
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out)
+
+
+class CrawlWriter:
+    """Context manager that writes a crawl shard by shard and publishes it on success.
+
+    >>> with CrawlWriter(out, schema) as w:
+    ...     w.write_nodes("user", table)
+    ...     w.write_edges("follows", table)
+    """
+
+    def __init__(self, out: str | Path, schema: CrawlSchema, *, overwrite: bool = False):
+        self.out = Path(out).absolute()
+        self.schema = schema
+        check_output(self.out, overwrite)
+        self.tmp = staging_dir(self.out)
+        self._shard_counts: dict[tuple[str, str], int] = {}
+
+    def __enter__(self) -> "CrawlWriter":
+        self.tmp.mkdir(parents=True)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return
+        try:
+            (self.tmp / SCHEMA_FILE).write_text(self.schema.to_yaml())
+            for folder in ("nodes", "edges"):
+                names = self.schema.node_types if folder == "nodes" else self.schema.relations
+                for name in names:
+                    (self.tmp / folder / name).mkdir(parents=True, exist_ok=True)
+            publish(self.tmp, self.out)
+        except BaseException:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise
+
+    def write_nodes(self, node_type: str, table: pa.Table, shard: int | None = None) -> Path:
+        """Write one shard of node rows (needs column ``id``)."""
+        return self._write("nodes", node_type, table, shard)
+
+    def write_edges(self, relation: str, table: pa.Table, shard: int | None = None) -> Path:
+        """Write one shard of edge rows (needs columns ``src`` and ``dst``)."""
+        return self._write("edges", relation, table, shard)
+
+    def _write(self, folder: str, name: str, table: pa.Table, shard: int | None) -> Path:
+        key = (folder, name)
+        if shard is None:
+            shard = self._shard_counts.get(key, 0)
+        self._shard_counts[key] = shard + 1
+        path = self.tmp / folder / name / f"part-{shard:05d}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path, compression="zstd")
+        return path
