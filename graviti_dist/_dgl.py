@@ -11,8 +11,8 @@ matches their torch gets native DGL untouched.
 
 Every other module does ``from graviti_dist._dgl import dgl``. Ray worker
 processes unpickle DGL objects before any of our code runs, so every place
-that starts Ray passes :func:`ray_runtime_env` (which names
-:func:`setup_worker` as ``worker_process_setup_hook``).
+that starts Ray passes :func:`graviti_dist.runtime_env.ray_runtime_env`
+(which names :func:`setup_worker` as ``worker_process_setup_hook``).
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ import types
 
 import torch
 
+from graviti_dist.runtime_env import THREADS_ENV
+
 log = logging.getLogger(__name__)
 
-THREADS_ENV = "GRAVITI_NUM_THREADS"
 
 
 def _graphbolt_library_present() -> bool:
@@ -90,19 +91,3 @@ def set_threads(num_threads: int | None = None) -> int:
 def setup_worker() -> None:
     """Ray ``worker_process_setup_hook``: import DGL our way and set thread counts."""
     set_threads()
-
-
-def ray_runtime_env(num_threads: int | None = None, extra_env: dict[str, str] | None = None) -> dict:
-    """A Ray ``runtime_env`` whose workers import DGL through this module.
-
-    ``num_threads`` is exported as ``GRAVITI_NUM_THREADS`` (and OMP/MKL thread
-    counts) so every worker gets a deliberate share of the cores.
-    """
-    env_vars = dict(extra_env or {})
-    if num_threads is not None:
-        for name in (THREADS_ENV, "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            env_vars[name] = str(int(num_threads))
-    runtime_env: dict = {"worker_process_setup_hook": "graviti_dist._dgl.setup_worker"}
-    if env_vars:
-        runtime_env["env_vars"] = env_vars
-    return runtime_env

@@ -52,6 +52,28 @@ def _cmd_inspect(args: argparse.Namespace) -> None:
         Path(args.json).write_text(json.dumps(summary, indent=2))
 
 
+def _cmd_generate(args: argparse.Namespace) -> None:
+    from graviti_dist.crawl.synthetic import preset_spec
+    from graviti_dist.generate import generate_crawl
+
+    if args.shard_rows < 1:
+        raise GravitiError(f"--shard-rows must be at least 1, got {args.shard_rows}")
+    try:
+        spec = preset_spec(args.preset, args.users, posts_per_user=args.posts_per_user, seed=args.seed)
+    except ValueError as exc:
+        raise GravitiError(f"invalid generator arguments: {exc}") from None
+    result = generate_crawl(args.out, spec, shard_rows=args.shard_rows, overwrite=args.overwrite,
+                            parallel=args.parallel, address=args.address)
+    print(f"wrote crawl {args.out}: {spec.users:,} users, {result['rows']['nodes/post']:,} posts, "
+          f"{result['edges']:,} edges in {result['seconds']:.1f}s")
+
+
+def _cmd_demo(args: argparse.Namespace) -> None:
+    from graviti_dist.demo import run_demo
+
+    run_demo(args.out, users=args.users, overwrite=args.overwrite)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="graviti", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -88,6 +110,25 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--no-graph", action="store_true", help="skip building the DGL graph")
     ins.add_argument("--json", type=Path, help="also write the summary as JSON")
     ins.set_defaults(func=_cmd_inspect)
+
+    gen = sub.add_parser("generate", help="write a synthetic social crawl of any size")
+    gen.add_argument("--out", type=Path, required=True)
+    gen.add_argument("--users", type=int, help="number of users (~41 edges each with the defaults)")
+    gen.add_argument("--preset", choices=["small", "medium", "large"],
+                     help="small: 2k users (~80k edges); medium: 50k (~2M); large: 2M (~80M)")
+    gen.add_argument("--posts-per-user", type=float)
+    gen.add_argument("--seed", type=int)
+    gen.add_argument("--shard-rows", type=int, default=1_000_000, help="rows per Parquet shard")
+    gen.add_argument("--parallel", action="store_true", help="generate blocks as Ray tasks on a local Ray")
+    gen.add_argument("--address", help="Ray cluster address (implies --parallel; --out must be shared)")
+    gen.add_argument("--overwrite", action="store_true")
+    gen.set_defaults(func=_cmd_generate)
+
+    demo = sub.add_parser("demo", help="the main job on an embedded default: a small synthetic crawl end to end")
+    demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="where the demo writes (default runs/demo)")
+    demo.add_argument("--users", type=int, default=2000)
+    demo.add_argument("--overwrite", action="store_true", help="replace an earlier demo's output")
+    demo.set_defaults(func=_cmd_demo)
     return parser
 
 

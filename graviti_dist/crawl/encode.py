@@ -33,7 +33,7 @@ def encode_feature(feature: Feature, column: pa.ChunkedArray, where: str) -> Fea
     """Encode one feature column (``where`` names the node folder in errors)."""
     n = len(column)
     if feature.kind == "numeric":
-        values = pc.cast(column, pa.float32()).to_numpy(zero_copy_only=False).astype(np.float32, copy=True)
+        values = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float32)
         missing = int(np.isnan(values).sum())
         values = np.nan_to_num(values, nan=0.0).reshape(n, 1)
         return FeatureArray("numeric", values, 1, missing=missing)

@@ -86,7 +86,8 @@ def format_summary(summary: dict) -> str:
     """Human-readable text of :func:`summarize`'s output."""
     lines = [f"crawl {summary['name']!r}", "", "node types:"]
     for name, info in summary["node_types"].items():
-        widths = ", ".join(f"{f}: {v['kind']}[{v['width']}]" + (f" ({v['missing']} missing)" if v["missing"] else "")
+        widths = ", ".join(f"{f}: {v['kind']}" + (f"({v['categories']} values)" if "categories" in v else f"[{v['width']}]")
+                           + (f" ({v['missing']:,} missing)" if v["missing"] else "")
                            for f, v in info["features"].items()) or "no features"
         lines.append(f"  {name:<12} {info['count']:>12,} nodes   features: {widths}")
     lines += ["", "relations:"]

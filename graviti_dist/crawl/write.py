@@ -85,12 +85,21 @@ class CrawlWriter:
         """Write one shard of edge rows (needs columns ``src`` and ``dst``)."""
         return self._write("edges", relation, table, shard)
 
+    def write_shard(self, folder: str, name: str, table: pa.Table, label: str) -> Path:
+        """Write a shard under an explicit label; shards are read back in label order."""
+        return write_shard(self.tmp, folder, name, table, label)
+
     def _write(self, folder: str, name: str, table: pa.Table, shard: int | None) -> Path:
         key = (folder, name)
         if shard is None:
             shard = self._shard_counts.get(key, 0)
         self._shard_counts[key] = shard + 1
-        path = self.tmp / folder / name / f"part-{shard:05d}.parquet"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, path, compression="zstd")
-        return path
+        return write_shard(self.tmp, folder, name, table, f"{shard:05d}")
+
+
+def write_shard(root: Path, folder: str, name: str, table: pa.Table, label: str) -> Path:
+    """Write ``table`` as ``root/folder/name/part-<label>.parquet`` (zstd)."""
+    path = Path(root) / folder / name / f"part-{label}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path, compression="zstd")
+    return path
