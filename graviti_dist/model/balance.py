@@ -1,0 +1,98 @@
+"""Loss balancing across tasks: static, uncertainty (Kendall et al. 2018), DWA (Liu et al. 2019).
+
+A balancer turns per-task losses into the one loss to minimise and reports
+each task's effective weight, which training logs every epoch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class Balancer(nn.Module):
+    def __init__(self, tasks: list[str], weights: dict[str, float] | None = None):
+        super().__init__()
+        self.tasks = list(tasks)
+        weights = weights or {}
+        unknown = sorted(set(weights) - set(self.tasks))
+        if unknown:
+            raise ValueError(f"loss weights given for unknown task(s) {unknown}")
+        self.register_buffer("static", torch.tensor([float(weights.get(t, 1.0)) for t in self.tasks]))
+
+    def forward(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def effective_weights(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    def end_epoch(self, mean_losses: dict[str, float]) -> None:
+        """Called once per epoch with each task's mean training loss."""
+
+
+class StaticBalancer(Balancer):
+    def forward(self, losses):
+        return sum(self.static[i] * losses[t] for i, t in enumerate(self.tasks) if t in losses)
+
+    def effective_weights(self):
+        return {t: float(w) for t, w in zip(self.tasks, self.static)}
+
+
+class UncertaintyBalancer(Balancer):
+    """Learned homoscedastic uncertainty: L = sum_i exp(-s_i) * w_i * L_i + s_i / 2, s_i = log sigma_i^2.
+
+    A noisy task learns a large s_i and so a small weight, instead of a
+    hand-tuned one. The s_i are ordinary parameters updated by the optimiser.
+    """
+
+    def __init__(self, tasks, weights=None):
+        super().__init__(tasks, weights)
+        self.log_var = nn.Parameter(torch.zeros(len(self.tasks)))
+
+    def forward(self, losses):
+        total = self.log_var.sum() * 0.0
+        for i, task in enumerate(self.tasks):
+            if task in losses:
+                total = total + torch.exp(-self.log_var[i]) * self.static[i] * losses[task] + 0.5 * self.log_var[i]
+        return total
+
+    def effective_weights(self):
+        return {t: float(torch.exp(-self.log_var[i]) * self.static[i]) for i, t in enumerate(self.tasks)}
+
+
+class DWABalancer(Balancer):
+    """Dynamic weight average: a task whose loss falls slowly gets more weight next epoch.
+
+    w_i = K * softmax_i(r_i / T) with r_i = L_i(t-1) / L_i(t-2); equal weights for the first two epochs.
+    """
+
+    def __init__(self, tasks, weights=None, temperature: float = 2.0):
+        super().__init__(tasks, weights)
+        self.temperature = temperature
+        self.register_buffer("history", torch.full((2, len(self.tasks)), float("nan")))
+        self.register_buffer("weights", torch.ones(len(self.tasks)))
+
+    def forward(self, losses):
+        return sum(self.weights[i] * self.static[i] * losses[t] for i, t in enumerate(self.tasks) if t in losses)
+
+    def end_epoch(self, mean_losses):
+        latest = torch.tensor([float(mean_losses.get(t, math.nan)) for t in self.tasks], device=self.history.device)
+        self.history = torch.stack([self.history[1], latest])
+        if torch.isnan(self.history).any():
+            return
+        ratio = self.history[1] / self.history[0].clamp(min=1e-12)
+        self.weights = len(self.tasks) * torch.softmax(ratio / self.temperature, 0)
+
+    def effective_weights(self):
+        return {t: float(self.weights[i] * self.static[i]) for i, t in enumerate(self.tasks)}
+
+
+BALANCERS = {"static": StaticBalancer, "uncertainty": UncertaintyBalancer, "dwa": DWABalancer}
+
+
+def build_balancer(kind: str, tasks: list[str], weights: dict[str, float] | None = None) -> Balancer:
+    if kind not in BALANCERS:
+        raise ValueError(f"loss balancing must be one of {sorted(BALANCERS)}, not {kind!r}")
+    return BALANCERS[kind](tasks, weights)

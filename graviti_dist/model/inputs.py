@@ -1,0 +1,94 @@
+"""Per-node-type input features and their projection to the hidden width.
+
+Node types have different feature widths and kinds, so each type gets its own
+projection: a linear map of its dense columns (numeric + vector features), one
+embedding table per categorical feature, and a sum-pooled embedding bag per
+multi-hot feature (sparse: never densified). Types without features get a
+learned per-type embedding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class NodeInputSpec:
+    """What features one node type has."""
+
+    dense_width: int = 0
+    categorical: tuple[int, ...] = ()  # vocabulary size of each categorical feature (incl. its missing code)
+    multihot: tuple[int, ...] = ()  # width of each multi-hot feature
+
+    @property
+    def has_features(self) -> bool:
+        return bool(self.dense_width or self.categorical or self.multihot)
+
+
+@dataclass
+class TypedFeatures:
+    """Input-node features of a minibatch, grouped by node type.
+
+    ``node_type[i]`` is the type id of input node ``i``; for each type ``t``,
+    ``positions[t]`` lists its input nodes and the tensors below hold their
+    features in that order.
+    """
+
+    node_type: torch.Tensor
+    positions: dict[int, torch.Tensor] = field(default_factory=dict)
+    dense: dict[int, torch.Tensor] = field(default_factory=dict)  # (n_t, dense_width) float
+    categorical: dict[int, list[torch.Tensor]] = field(default_factory=dict)  # each (n_t,) int64
+    multihot: dict[int, list[torch.Tensor]] = field(default_factory=dict)  # each (n_t, k) int64, -1 = padding
+
+    def to(self, device, non_blocking: bool = False) -> "TypedFeatures":
+        move = lambda t: t.to(device, non_blocking=non_blocking)  # noqa: E731
+        return TypedFeatures(
+            move(self.node_type),
+            {t: move(p) for t, p in self.positions.items()},
+            {t: move(d) for t, d in self.dense.items()},
+            {t: [move(c) for c in cs] for t, cs in self.categorical.items()},
+            {t: [move(m) for m in ms] for t, ms in self.multihot.items()},
+        )
+
+
+class _TypeProjection(nn.Module):
+    def __init__(self, spec: NodeInputSpec, hidden: int):
+        super().__init__()
+        self.dense = nn.Linear(spec.dense_width, hidden) if spec.dense_width else None
+        self.categorical = nn.ModuleList(nn.Embedding(n, hidden) for n in spec.categorical)
+        # padding_idx=width lets -1 pads map to a row that stays zero
+        self.multihot = nn.ModuleList(nn.EmbeddingBag(w + 1, hidden, mode="sum", padding_idx=w) for w in spec.multihot)
+        self.widths = spec.multihot
+        self.free = None if spec.has_features else nn.Parameter(torch.randn(hidden) * 0.1)
+
+    def forward(self, count: int, dense, categorical, multihot) -> torch.Tensor:
+        if self.free is not None:
+            return self.free.expand(count, -1)
+        out = self.dense(dense) if self.dense is not None else 0.0
+        for table, codes in zip(self.categorical, categorical):
+            out = out + table(codes)
+        for bag, width, active in zip(self.multihot, self.widths, multihot):
+            out = out + bag(torch.where(active < 0, torch.full_like(active, width), active))
+        return out
+
+
+class InputProjection(nn.Module):
+    """Projects each node type's features to ``hidden`` and scatters them into input-node order."""
+
+    def __init__(self, specs: list[NodeInputSpec], hidden: int):
+        super().__init__()
+        self.hidden = hidden
+        self.types = nn.ModuleList(_TypeProjection(spec, hidden) for spec in specs)
+
+    def forward(self, features: TypedFeatures) -> torch.Tensor:
+        count = features.node_type.numel()
+        dtype = next(self.parameters()).dtype
+        out = torch.zeros(count, self.hidden, device=features.node_type.device, dtype=dtype)
+        for t, positions in features.positions.items():
+            projected = self.types[t](positions.numel(), features.dense.get(t), features.categorical.get(t, []),
+                                      features.multihot.get(t, []))
+            out = out.index_copy(0, positions, projected.to(dtype))
+        return out

@@ -1,0 +1,89 @@
+"""The multi-task model: one encoder shared by every task head, and the balanced loss."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+
+import torch
+from torch import nn
+
+from graviti_dist.model.balance import Balancer
+from graviti_dist.model.block import Block
+from graviti_dist.model.heads import TaskSpec, build_head
+from graviti_dist.model.inputs import TypedFeatures
+
+
+@dataclass
+class LinkPairs:
+    """A link task's examples, as positions among the seeds: P positives with K negatives each."""
+
+    src: torch.Tensor  # (P,)
+    pos: torch.Tensor  # (P,)
+    neg: torch.Tensor  # (P, K)
+
+
+@dataclass
+class MiniBatch:
+    """Everything one training step needs, as plain tensors (seeds = the last block's dst nodes)."""
+
+    blocks: list[Block]
+    features: TypedFeatures
+    seed_type: torch.Tensor  # (S,) node type id per seed
+    labels: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # task -> (target, mask), per seed
+    links: dict[str, LinkPairs] = field(default_factory=dict)
+
+    @property
+    def num_seeds(self) -> int:
+        return int(self.seed_type.numel())
+
+    def to(self, device, non_blocking: bool = False) -> "MiniBatch":
+        move = lambda t: t.to(device, non_blocking=non_blocking)  # noqa: E731
+        return MiniBatch(
+            [b.to(device, non_blocking) for b in self.blocks],
+            self.features.to(device, non_blocking),
+            move(self.seed_type),
+            {k: (move(t), move(m)) for k, (t, m) in self.labels.items()},
+            {k: replace(p, **{f.name: move(getattr(p, f.name)) for f in fields(p)}) for k, p in self.links.items()},
+        )
+
+
+class MultiTaskModel(nn.Module):
+    """Encoder + one head per task + a loss balancer. Knows nothing of DGL, Ray or DDP."""
+
+    def __init__(self, encoder: nn.Module, tasks: list[TaskSpec], balancer: Balancer):
+        super().__init__()
+        self.encoder = encoder
+        self.specs = {spec.name: spec for spec in tasks}
+        self.heads = nn.ModuleDict({spec.name: build_head(spec, encoder.out_dim) for spec in tasks})
+        self.balancer = balancer
+
+    def forward(self, batch: MiniBatch) -> tuple[torch.Tensor, dict[str, object]]:
+        """Seed embeddings and every task's raw head output."""
+        emb = self.encoder(batch.blocks, batch.features)
+        outputs: dict[str, object] = {}
+        for name, head in self.heads.items():
+            if self.specs[name].type == "link":
+                pairs = batch.links.get(name)
+                if pairs is None:
+                    pairs = LinkPairs(*(torch.zeros(s, dtype=torch.long, device=emb.device) for s in ((0,), (0,), (0, 1))))
+                outputs[name] = head(emb[pairs.src], emb[pairs.pos], emb[pairs.neg])
+            else:
+                outputs[name] = head(emb)
+        return emb, outputs
+
+    def task_losses(self, batch: MiniBatch, outputs: dict[str, object]) -> dict[str, torch.Tensor]:
+        """Per-task losses; a seed without a label for a task (mask False) adds nothing to it."""
+        losses = {}
+        for name, head in self.heads.items():
+            if self.specs[name].type == "link":
+                losses[name] = head.loss(outputs[name])
+            else:
+                target, mask = batch.labels[name]
+                losses[name] = head.loss(outputs[name], target, mask)
+        return losses
+
+    def loss(self, batch: MiniBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, object]]:
+        """(balanced total, per-task losses, head outputs) for one batch."""
+        _, outputs = self(batch)
+        losses = self.task_losses(batch, outputs)
+        return self.balancer(losses), losses, outputs
