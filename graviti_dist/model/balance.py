@@ -59,7 +59,7 @@ class UncertaintyBalancer(Balancer):
         return total
 
     def effective_weights(self):
-        return {t: float(torch.exp(-self.log_var[i]) * self.static[i]) for i, t in enumerate(self.tasks)}
+        return {t: float(torch.exp(-self.log_var[i].detach()) * self.static[i]) for i, t in enumerate(self.tasks)}
 
 
 class DWABalancer(Balancer):
