@@ -6,9 +6,9 @@ relation embedding that enters both the attention score and the message,
 edge features (``ts``/``weight``) that bias attention, optional GATv2
 attention, layer norm and residuals.
 
-Cost notes: the attention vectors are folded into the projection, so
-``[feat | el | er] = h @ [W ; a_l W ; a_r W]^T`` is one matmul; edges only
-ever carry (E, heads) scalars; the relation's message term is aggregated as
+Cost notes: the attention vectors are folded into the projection
+(``el = h @ (a_l W)^T``); each head aggregates through a strided view of the
+projected features, so nothing is copied per head; edges only ever carry (E, heads) scalars; the relation's message term is aggregated as
 attention mass per (dst, relation) times the relation embedding, so it never
 builds an (E, heads, width) tensor either.
 """
@@ -95,18 +95,17 @@ class GATLayer(nn.Module):
         h = self.feat_drop(h)
         h_dst = h[: block.num_dst]
         heads, width = self.heads, self.out_dim
+        w = self.fc.weight.view(heads, width, -1)
+        feat_src = self.fc(h).view(-1, heads, width)
         if self.gatv2:
-            feat_src = self.fc(h).view(-1, heads, width)
             # GATv2 scores a nonlinearity of the pair, so it needs the (E, heads, width) sum; opt-in.
-            pair = feat_src.index_select(0, block.src) + self.fc_dst(h_dst).view(-1, heads, width).index_select(0, block.dst)
+            feat_dst = self.fc_dst(h_dst).view(-1, heads, width)
+            pair = feat_src.index_select(0, block.src) + feat_dst.index_select(0, block.dst)
             scores = (F.leaky_relu(pair, self.negative_slope) * self.attn_l).sum(-1)
         else:
-            w = self.fc.weight.view(heads, width, -1)
-            w_l = torch.einsum("hd,hdi->hi", self.attn_l[0], w)
-            w_r = torch.einsum("hd,hdi->hi", self.attn_r[0], w)
-            projected = h @ torch.cat([self.fc.weight, w_l, w_r]).t()
-            feat_src = projected[:, : heads * width].view(-1, heads, width)
-            el, er = projected[:, heads * width: heads * width + heads], projected[: block.num_dst, heads * width + heads:]
+            # Fold the attention vectors into the projection: el = h @ (a_l W)^T, no (N, heads, width) product.
+            el = h @ torch.einsum("hd,hdi->hi", self.attn_l[0], w).t()
+            er = h_dst @ torch.einsum("hd,hdi->hi", self.attn_r[0], w).t()
             scores = el.index_select(0, block.src) + er.index_select(0, block.dst)
         if self.rel_emb is not None and block.etype is not None:
             rel_score = (self.rel_emb * self.attn_l).sum(-1)  # (R, heads): the relation's pull on attention
