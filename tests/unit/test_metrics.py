@@ -29,6 +29,15 @@ def test_binary_and_regression_and_multiclass():
     assert c.compute()["macro_f1"] == pytest.approx((1 + 2 / 3 + 0) / 3)
 
 
+def test_multilabel():
+    m = TaskMetric("multilabel")
+    m.update(torch.tensor([[0.9, 0.2], [0.3, 0.8], [0.6, 0.1]]), torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]),
+             torch.tensor([True, True, True]))
+    result = m.compute()
+    assert result["micro_roc_auc"] == pytest.approx(roc_auc_score([1, 0, 0, 1, 0, 0], [0.9, 0.2, 0.3, 0.8, 0.6, 0.1]))
+    assert result["macro_f1"] == pytest.approx((2 / 3 + 1) / 2)  # label 0: tp 1, fp 1; label 1: perfect
+
+
 def test_link_ranks():
     m = TaskMetric("link")
     m.update((torch.tensor([0.9, 0.5]), torch.tensor([[0.1, 0.2], [0.7, 0.1]])))

@@ -1,0 +1,60 @@
+"""Render benchmarks/README.md's tables from the committed JSON results.
+
+Usage: python -m benchmarks.report   (rewrites the blocks between <!-- NAME --> markers)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from benchmarks._meta import RESULTS
+
+README = Path(__file__).resolve().parent / "README.md"
+
+
+def _env_line(result: dict) -> str:
+    env = result["environment"]
+    m, v = env["machine"], env["versions"]
+    gpu = f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU"
+    return (f"Measured {env['date'][:10]} at commit `{env['commit'][:12]}` on {m['cpu']}, {m['cores']} cores, "
+            f"{m['memory_gb']} GB{gpu}; torch {v['torch']}, DGL {v['dgl']}, pyarrow {v['pyarrow']}.")
+
+
+def generate_table(result: dict) -> str:
+    rows = ["| target | users | edges | shard rows | time | edges/s | peak RSS | on disk |", "|---|---|---|---|---|---|---|---|"]
+    for r in result["runs"]:
+        rows.append(f"| {r['target_edges']:,} | {r['users']:,} | {r['edges']:,} | {r['shard_rows']:,} | {r['seconds']:.1f} s "
+                    f"| {r['edges_per_s'] / 1e6:.2f} M | {r['peak_rss_mb'] / 1024:.2f} GB | {r['disk_mb'] / 1024:.2f} GB |")
+    return "\n".join(rows) + "\n\n" + _env_line(result)
+
+
+def encoder_table(result: dict) -> str:
+    rows = ["| system | ms / batch (median) | spread (min-max) | seeds/s | ours is faster by |", "|---|---|---|---|---|"]
+    for name, r in result["results"].items():
+        rows.append(f"| {name} | {r['ms_per_batch']:.1f} | {r['spread_ms'][0]:.1f}-{r['spread_ms'][1]:.1f} | "
+                    f"{r['seeds_per_s']:,} | {r['speedup_of_ours']:.2f}x |")
+    g = result["graph"]
+    return ("\n".join(rows) + f"\n\nGraph: {g['nodes']:,} nodes, {g['edges']:,} edges (synthetic, {g['users']:,} users); "
+            f"{result['sampled_edges_per_batch']:,} sampled edges per batch; device {result['device']}, "
+            f"{result['threads']} threads.\n" + _env_line(result))
+
+
+RENDERERS = {"generate": ("generate.json", generate_table), "encoder-cpu": ("encoder-cpu.json", encoder_table)}
+
+
+def main() -> None:
+    text = README.read_text()
+    for marker, (filename, render) in RENDERERS.items():
+        path = RESULTS / filename
+        if not path.exists():
+            continue
+        block = render(json.loads(path.read_text()))
+        text = re.sub(rf"(<!-- {marker} -->\n).*?(<!-- /{marker} -->)", lambda m: m.group(1) + block + "\n" + m.group(2),
+                      text, flags=re.S)
+    README.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
