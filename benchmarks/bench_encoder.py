@@ -8,12 +8,15 @@ Systems, all fed the same blocks in the same process with the same threads:
           so PyG is compared at the model level only.
 Model: GATConv(in, 64, 4 heads) -> ELU(flatten 256) -> GATConv(256, 64, 4) -> mean of heads.
 Usage: python -m benchmarks.bench_encoder [--users 60000] [--batches 12] [--repeat 5] [--threads 2] [--device cpu]
+       [--allocator system|tcmalloc]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -114,6 +117,22 @@ def time_systems(systems: dict, batches: dict, features, device, repeat: int) ->
     return rounds
 
 
+TCMALLOC_PATHS = ("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4", "/usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4",
+                  "/usr/lib64/libtcmalloc_minimal.so.4")
+
+
+def use_allocator(allocator: str) -> None:
+    """Re-exec under tcmalloc when asked: glibc returns large freed blocks to the OS, so every
+    step page-faults its big tensors in again; tcmalloc keeps them (PyTorch's CPU tuning advice)."""
+    if allocator == "system" or "tcmalloc" in os.environ.get("LD_PRELOAD", ""):
+        return
+    library = next((p for p in TCMALLOC_PATHS if os.path.exists(p)), None)
+    if library is None:
+        raise SystemExit("--allocator tcmalloc: libtcmalloc_minimal.so.4 not found (apt-get install libtcmalloc-minimal4)")
+    os.environ["LD_PRELOAD"] = library
+    os.execv(sys.executable, [sys.executable, "-m", "benchmarks.bench_encoder", *sys.argv[1:]])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=60000, help="synthetic crawl size (~41 edges per user)")
@@ -122,7 +141,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp"))
+    parser.add_argument("--allocator", choices=["system", "tcmalloc"], default="system",
+                        help="tcmalloc re-runs this script with it preloaded (apt-get install libtcmalloc-minimal4)")
     args = parser.parse_args()
+    use_allocator(args.allocator)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is visible to torch on this machine")
@@ -148,11 +170,12 @@ def main() -> None:
     for name in results:
         results[name]["speedup_of_ours"] = round(results[name]["ms_per_batch"] / results["ours"]["ms_per_batch"], 2)
     edges = [sum(b.num_edges() for b in blocks) for blocks in sampled]
-    payload = {"benchmark": "encoder", "device": str(device), "threads": args.threads,
+    payload = {"benchmark": "encoder", "device": str(device), "threads": args.threads, "allocator": args.allocator,
                "graph": {"users": args.users, "nodes": graph.num_nodes(), "edges": graph.num_edges()},
                "model": {"layers": 2, "heads": HEADS, "hidden": HIDDEN, "in_dim": IN_DIM, "fanouts": FANOUTS, "batch": BATCH},
                "sampled_edges_per_batch": round(statistics.mean(edges)), "results": results}
-    path = write_result(f"encoder-{device.type}", payload)
+    suffix = "" if args.allocator == "system" else f"-{args.allocator}"
+    path = write_result(f"encoder-{device.type}{suffix}", payload)
     plot(payload, path.with_suffix(".png"))
     print(f"wrote {path}")
 
@@ -171,7 +194,8 @@ def plot(payload: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.bar(names, values, yerr=errors, capsize=4, color=["tab:green", "tab:blue", "tab:orange"][: len(names)])
     ax.set(ylabel="seeds / s (forward + backward)",
-           title=f"2-layer GAT, 4x64, fanout 10,10, batch 1024 - {payload['device']}, {payload['threads']} threads")
+           title=f"2-layer GAT, 4x64, fanout 10,10, batch 1024 - {payload['device']}, {payload['threads']} threads, "
+                 f"{payload['allocator']} malloc")
     ax.title.set_fontsize(9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

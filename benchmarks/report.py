@@ -41,7 +41,8 @@ def encoder_table(result: dict) -> str:
             f"{result['threads']} threads.\n" + _env_line(result))
 
 
-RENDERERS = {"generate": ("generate.json", generate_table), "encoder-cpu": ("encoder-cpu.json", encoder_table)}
+RENDERERS = {"generate": ("generate.json", generate_table), "encoder-cpu": ("encoder-cpu.json", encoder_table),
+             "encoder-cpu-tcmalloc": ("encoder-cpu-tcmalloc.json", encoder_table)}
 
 
 def main() -> None:

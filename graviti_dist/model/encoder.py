@@ -7,8 +7,12 @@ edge features (``ts``/``weight``) that bias attention, optional GATv2
 attention, layer norm and residuals.
 
 Cost notes: the attention vectors are folded into the projection
-(``el = h @ (a_l W)^T``); each head aggregates through a strided view of the
-projected features, so nothing is copied per head; edges only ever carry (E, heads) scalars; the relation's message term is aggregated as
+(``el = h @ (a_l W)^T``), so scores never need projected features; a layer
+then either projects every source and aggregates per head (through strided
+views, no copies) or, when sources far outnumber destinations as in the outer
+layers of a sampled minibatch, aggregates the raw inputs and projects only the
+destinations: ``sum_e a_e W h_src = W sum_e a_e h_src``, whichever costs fewer
+multiply-adds; edges only ever carry (E, heads) scalars; the relation's message term is aggregated as
 attention mass per (dst, relation) times the relation embedding, so it never
 builds an (E, heads, width) tensor either.
 """
@@ -23,7 +27,7 @@ from torch import nn
 
 from graviti_dist.model.block import Block
 from graviti_dist.model.inputs import InputProjection, NodeInputSpec, TypedFeatures
-from graviti_dist.model.ops import aggregate, edge_softmax
+from graviti_dist.model.ops import aggregate, aggregate_shared, edge_softmax
 
 
 @dataclass(frozen=True)
@@ -91,13 +95,20 @@ class GATLayer(nn.Module):
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
+    def _aggregate_first(self, block: Block, in_dim: int) -> bool:
+        """Multiply-adds of project-then-aggregate vs aggregate-then-project, forward."""
+        heads, width = self.heads, self.out_dim
+        project_first = block.num_src * in_dim * heads * width + block.num_edges * heads * width
+        aggregate_first = block.num_edges * heads * in_dim + block.num_dst * heads * in_dim * width
+        return aggregate_first < project_first
+
     def forward(self, block: Block, h: torch.Tensor) -> torch.Tensor:
         h = self.feat_drop(h)
         h_dst = h[: block.num_dst]
         heads, width = self.heads, self.out_dim
         w = self.fc.weight.view(heads, width, -1)
-        feat_src = self.fc(h).view(-1, heads, width)
         if self.gatv2:
+            feat_src = self.fc(h).view(-1, heads, width)
             # GATv2 scores a nonlinearity of the pair, so it needs the (E, heads, width) sum; opt-in.
             feat_dst = self.fc_dst(h_dst).view(-1, heads, width)
             pair = feat_src.index_select(0, block.src) + feat_dst.index_select(0, block.dst)
@@ -115,7 +126,12 @@ class GATLayer(nn.Module):
         if not self.gatv2:
             scores = F.leaky_relu(scores, self.negative_slope)
         attn = self.attn_drop(edge_softmax(scores, block.dst, block.num_dst))
-        out = aggregate(attn, feat_src, block)
+        if not self.gatv2 and self._aggregate_first(block, h.shape[1]):
+            # sum_e a_e W h_src = W (sum_e a_e h_src): project num_dst rows per head instead of all num_src rows.
+            out = torch.einsum("nhi,hdi->nhd", aggregate_shared(attn, h, block), w)
+        else:
+            feat_src = feat_src if self.gatv2 else self.fc(h).view(-1, heads, width)
+            out = aggregate(attn, feat_src, block)
         if self.rel_emb is not None and block.etype is not None:
             # sum_e a_e * rel_emb[type(e)] = (attention mass per dst and relation) @ rel_emb
             num_rel = self.rel_emb.shape[0]

@@ -49,30 +49,81 @@ def _spmm_into(out: torch.Tensor, indptr: torch.Tensor, indices: torch.Tensor, v
         out.copy_(matrix @ dense)
 
 
-def _sddmm(block: Block, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-    """Per edge e and head h: <left[dst(e), h], right[src(e), h]> as (E, heads).
+def _rows_per_head(indptr: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, heads: int, shared_cols: bool):
+    """A CSR whose row ``r * heads + k`` holds row r's entries for head k.
 
-    One sampled product over a block-diagonal pattern: ``left``/``right`` seen
-    as (N * heads, D) rows ``n * heads + h``, the pattern holding, for row
-    ``(d, h)``, columns ``(src(e), h)`` of d's in-edges. The transposed view of
-    ``right`` is what the kernel reads fastest; per-head strided calls or a
-    contiguous transpose measured 4-10x slower here.
+    ``rows``/``cols`` list the entries in CSR order. Columns stay ``cols`` when
+    the dense operand is shared by every head, else become ``cols * heads + k``
+    (a (N, heads, D) tensor seen as (N * heads, D)). Returns (indptr, indices,
+    position) with ``position[e, k]`` the slot of entry e for head k.
     """
-    heads, width, nnz = left.shape[1], left.shape[2], block.num_edges
-    head = torch.arange(heads, device=left.device)
-    degree = (block.indptr[1:] - block.indptr[:-1]).index_select(0, block.dst)  # per edge, of its dst
-    start = block.indptr.index_select(0, block.dst)
-    offset = torch.arange(nnz, device=left.device) - start
-    position = (start * heads).unsqueeze(1) + head.unsqueeze(0) * degree.unsqueeze(1) + offset.unsqueeze(1)  # (E, H)
-    indices = torch.empty(nnz * heads, dtype=torch.int64, device=left.device)
-    indices[position.reshape(-1)] = (block.src.unsqueeze(1) * heads + head.unsqueeze(0)).reshape(-1)
-    row_degree = (block.indptr[1:] - block.indptr[:-1]).repeat_interleave(heads)
-    indptr = torch.zeros(block.num_dst * heads + 1, dtype=torch.int64, device=left.device)
-    torch.cumsum(row_degree, 0, out=indptr[1:])
-    pattern = torch.sparse_csr_tensor(indptr, indices, left.new_zeros(nnz * heads),
-                                      (block.num_dst * heads, block.num_src * heads), check_invariants=False)
+    nnz = cols.numel()
+    head = torch.arange(heads, device=cols.device)
+    row_len = indptr[1:] - indptr[:-1]
+    start = indptr.index_select(0, rows)
+    offset = torch.arange(nnz, device=cols.device) - start
+    position = (start * heads).unsqueeze(1) + head.unsqueeze(0) * row_len.index_select(0, rows).unsqueeze(1) + offset.unsqueeze(1)
+    indices = torch.empty(nnz * heads, dtype=torch.int64, device=cols.device)
+    per_head = cols.unsqueeze(1).expand(-1, heads) if shared_cols else cols.unsqueeze(1) * heads + head.unsqueeze(0)
+    indices[position.reshape(-1)] = per_head.reshape(-1)
+    big_indptr = torch.zeros(row_len.numel() * heads + 1, dtype=torch.int64, device=cols.device)
+    torch.cumsum(row_len.repeat_interleave(heads), 0, out=big_indptr[1:])
+    return big_indptr, indices, position
+
+
+def _sddmm(block: Block, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """Per edge e and head h: <left[dst(e), h], right[src(e), h]> (or right[src(e)] when ``right`` is 2-D).
+
+    One sampled product over a pattern with a row per (dst, head), reading
+    ``left`` as (num_dst * heads, D). The transposed view of ``right`` is what
+    the kernel reads fastest; per-head strided calls or a contiguous transpose
+    measured 4-10x slower here.
+    """
+    heads, width = left.shape[1], left.shape[2]
+    shared = right.dim() == 2
+    indptr, indices, position = _rows_per_head(block.indptr, block.dst, block.src, heads, shared_cols=shared)
+    num_cols = block.num_src if shared else block.num_src * heads
+    pattern = torch.sparse_csr_tensor(indptr, indices, left.new_zeros(indices.numel()),
+                                      (block.num_dst * heads, num_cols), check_invariants=False)
     sampled = torch.sparse.sampled_addmm(pattern, left.reshape(-1, width), right.reshape(-1, width).t(), beta=0.0)
     return sampled.values()[position]
+
+
+class _SharedAggregate(torch.autograd.Function):
+    """Aggregation of one feature matrix shared by every head: (num_src, D) -> (num_dst, heads, D)."""
+
+    @staticmethod
+    def forward(ctx, attn: torch.Tensor, feat: torch.Tensor, block: Block) -> torch.Tensor:
+        heads = attn.shape[1]
+        ctx.block = block
+        ctx.save_for_backward(attn, feat)
+        values = attn.t().to(feat.dtype).contiguous()
+        out = feat.new_empty((block.num_dst, heads, feat.shape[1]))
+        for h in range(heads):
+            _spmm_into(out[:, h], block.indptr, block.src, values[h], feat)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        attn, feat = ctx.saved_tensors
+        block: Block = ctx.block
+        heads = attn.shape[1]
+        grad_out = grad_out.contiguous()
+        grad_attn = grad_feat = None
+        if ctx.needs_input_grad[1]:
+            # grad_feat[s] = sum over heads and out-edges of attn * grad_out[dst]: one matmul with a
+            # (num_src x num_dst*heads) matrix against grad_out seen as (num_dst*heads, D).
+            t_src = block.src.index_select(0, block.t_perm)
+            indptr, indices, position = _rows_per_head(block.t_indptr, t_src, block.t_dst, heads, shared_cols=False)
+            values = feat.new_empty(indices.numel())
+            values[position.reshape(-1)] = attn.index_select(0, block.t_perm).to(feat.dtype).reshape(-1)
+            # rows were laid out per head; fold them back to one row per src node
+            matrix = torch.sparse_csr_tensor(indptr[::heads].contiguous(), indices, values,
+                                             (block.num_src, block.num_dst * heads), check_invariants=False)
+            grad_feat = matrix @ grad_out.view(-1, grad_out.shape[2])
+        if ctx.needs_input_grad[0]:
+            grad_attn = _sddmm(block, grad_out, feat).to(attn.dtype)
+        return grad_attn, grad_feat, None
 
 
 class _AttentionAggregate(torch.autograd.Function):
@@ -113,6 +164,17 @@ def aggregate(attn: torch.Tensor, feat: torch.Tensor, block: Block) -> torch.Ten
     if block.num_edges == 0:
         return feat.new_zeros((block.num_dst,) + feat.shape[1:]) + 0 * feat.sum() + 0 * attn.sum()
     return _AttentionAggregate.apply(attn, feat, block)
+
+
+def aggregate_shared(attn: torch.Tensor, feat: torch.Tensor, block: Block) -> torch.Tensor:
+    """Like :func:`aggregate` for a (num_src, D) input shared by every head: (num_dst, heads, D).
+
+    Lets a layer aggregate raw inputs first and project per head afterwards,
+    which is far cheaper when a block has many more sources than destinations.
+    """
+    if block.num_edges == 0:
+        return feat.new_zeros((block.num_dst, attn.shape[1], feat.shape[1])) + 0 * feat.sum() + 0 * attn.sum()
+    return _SharedAggregate.apply(attn, feat, block)
 
 
 def aggregate_reference(attn: torch.Tensor, feat: torch.Tensor, block: Block) -> torch.Tensor:

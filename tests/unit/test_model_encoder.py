@@ -7,7 +7,7 @@ from graviti_dist._dgl import dgl
 from graviti_dist.crawl.load import load_crawl
 from graviti_dist.graph import build_graph
 from graviti_dist.model import Block, EncoderConfig, GATLayer, NodeInputSpec, TypedFeatures, build_encoder
-from graviti_dist.model.ops import aggregate, aggregate_reference, edge_softmax
+from graviti_dist.model.ops import aggregate, aggregate_reference, aggregate_shared, edge_softmax
 
 GATConv = dgl.nn.GATConv
 
@@ -26,13 +26,16 @@ def _ours(block) -> Block:
     return Block.from_edges(src, dst, block.num_src_nodes(), block.num_dst_nodes())
 
 
-@pytest.mark.parametrize("in_dim, residual", [(64, True), (48, True), (64, False)])
-def test_layer_matches_dgl_gatconv_forward_and_backward(sampled_blocks, in_dim, residual):
+@pytest.mark.parametrize("aggregate_first", [True, False], ids=["aggregate-then-project", "project-then-aggregate"])
+@pytest.mark.parametrize("in_dim, residual, layer_index", [(64, True, 0), (48, True, 0), (64, False, 1)])
+def test_layer_matches_dgl_gatconv_forward_and_backward(sampled_blocks, in_dim, residual, layer_index, aggregate_first,
+                                                        monkeypatch):
     torch.manual_seed(1)
-    block = sampled_blocks[0]
+    block = sampled_blocks[layer_index]
     heads, out = 4, 16
     reference = GATConv(in_dim, out, heads, residual=residual, allow_zero_in_degree=True)
     layer = GATLayer(in_dim, out, heads, residual=residual)
+    monkeypatch.setattr(layer, "_aggregate_first", lambda *_: aggregate_first)
     with torch.no_grad():
         layer.fc.weight.copy_(reference.fc.weight)
         layer.attn_l.copy_(reference.attn_l)
@@ -56,6 +59,24 @@ def test_layer_matches_dgl_gatconv_forward_and_backward(sampled_blocks, in_dim, 
     torch.testing.assert_close(layer.fc.weight.grad, reference.fc.weight.grad, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(layer.attn_l.grad, reference.attn_l.grad, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(layer.attn_r.grad, reference.attn_r.grad, rtol=1e-4, atol=1e-4)
+
+
+def test_cost_model_picks_aggregate_first_for_wide_outer_blocks(sampled_blocks):
+    layer = GATLayer(64, 16, 4)
+    outer = _ours(sampled_blocks[0])
+    assert outer.num_src > 3 * outer.num_dst and layer._aggregate_first(outer, 64)
+    few_sources = Block.from_edges(torch.arange(10).repeat(50), torch.arange(500) % 10, 10, 10)
+    assert not layer._aggregate_first(few_sources, 64)
+
+
+def test_shared_aggregation_equals_reference_with_gradients():
+    torch.manual_seed(0)
+    block = Block.from_edges(torch.randint(0, 40, (300,)), torch.randint(0, 15, (300,)), 40, 15)
+    scores = torch.randn(300, 3, dtype=torch.float64, requires_grad=True)
+    feat = torch.randn(40, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda s, x: aggregate_shared(edge_softmax(s, block.dst, 15), x, block), (scores, feat))
+    torch.testing.assert_close(aggregate_shared(scores, feat, block),
+                               aggregate_reference(scores, feat.unsqueeze(1).expand(-1, 3, -1), block))
 
 
 def test_sparse_aggregation_equals_gather_reference_with_gradients():
