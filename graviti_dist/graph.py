@@ -33,14 +33,19 @@ def canonical_etypes(crawl: Crawl) -> list[tuple[str, str, str]]:
     return out
 
 
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    """Zero-copy where possible; arrays from Ray's shared memory are read-only and get copied."""
+    return torch.from_numpy(np.require(array, requirements=["C", "W"]))
+
+
 def build_graph(crawl: Crawl) -> "dgl.DGLGraph":
     """A typed DGL graph with features, labels and label masks as node data."""
     data: dict[tuple[str, str, str], tuple[torch.Tensor, torch.Tensor]] = {}
     edata: dict[tuple[str, str, str], dict[str, torch.Tensor]] = {}
     for name, rel in crawl.schema.relations.items():
         table = crawl.edges[name]
-        src, dst = torch.from_numpy(table.src), torch.from_numpy(table.dst)
-        attrs = {k: torch.from_numpy(v) for k, v in (("ts", table.ts), ("weight", table.weight)) if v is not None}
+        src, dst = _tensor(table.src), _tensor(table.dst)
+        attrs = {k: _tensor(v) for k, v in (("ts", table.ts), ("weight", table.weight)) if v is not None}
         if rel.symmetric:
             data[(rel.src, name, rel.dst)] = (torch.cat([src, dst]), torch.cat([dst, src]))
             edata[(rel.src, name, rel.dst)] = {k: torch.cat([v, v]) for k, v in attrs.items()}
@@ -56,13 +61,13 @@ def build_graph(crawl: Crawl) -> "dgl.DGLGraph":
             graph.edges[etype].data[key] = value
     for node_type, table in crawl.nodes.items():
         for fname, feature in table.features.items():
-            graph.nodes[node_type].data[f"feat_{fname}"] = torch.from_numpy(np.ascontiguousarray(feature.values))
+            graph.nodes[node_type].data[f"feat_{fname}"] = _tensor(feature.values)
     for task in crawl.schema.tasks:
         if task.type == "link":
             continue
         labels = crawl.labels[task.name]
-        graph.nodes[task.node_type].data[f"label_{task.name}"] = torch.from_numpy(labels.values)
-        graph.nodes[task.node_type].data[f"mask_{task.name}"] = torch.from_numpy(labels.mask)
+        graph.nodes[task.node_type].data[f"label_{task.name}"] = _tensor(labels.values)
+        graph.nodes[task.node_type].data[f"mask_{task.name}"] = _tensor(labels.mask)
     return graph
 
 

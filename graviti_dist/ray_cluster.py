@@ -9,12 +9,28 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 from typing import Iterator
 
 import ray
 
 from graviti_dist.runtime_env import ray_runtime_env
 from graviti_dist.errors import GravitiError
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast on an unreachable ``host:port``: ray.init would retry for minutes."""
+    if address in ("auto", "local"):
+        return
+    target = address.split("://", 1)[-1]
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        raise GravitiError(f"Ray address {address!r} is not of the form HOST:PORT, ray://HOST:PORT, 'auto' or 'local'")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise GravitiError(f"could not reach Ray at {address!r}: {exc}; is the head node running (ray start --head)?") from None
 
 
 @contextlib.contextmanager
@@ -33,6 +49,8 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None, num_
         address = os.environ.get("RAY_ADDRESS")
     if address is None:
         kwargs.update(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False)
+    else:
+        _check_reachable(address)
     try:
         ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:

@@ -125,6 +125,8 @@ def encode_labels(task: Task, column: pa.ChunkedArray, where: str) -> TaskLabels
 
 
 def _multiclass(task: Task, column: pa.ChunkedArray, mask: np.ndarray, what: str) -> TaskLabels:
+    if len(column) == 0:  # an empty node type: nothing to check; callers report the emptiness itself
+        return TaskLabels(np.zeros(0, dtype=np.int64), mask, classes=[])
     if pa.types.is_floating(column.type):
         raw = column.to_numpy(zero_copy_only=False)
         if np.any(mask & (raw != np.round(raw))):

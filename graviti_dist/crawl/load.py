@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 
 from graviti_dist.crawl.encode import encode_feature, encode_labels
 from graviti_dist.crawl.parquet import Shards, check_columns, open_shards, read_columns
-from graviti_dist.crawl.schema import CrawlSchema, Feature, NodeType, Relation, load_schema
+from graviti_dist.crawl.schema import CrawlSchema, Relation, load_schema
 from graviti_dist.crawl.tables import Crawl, EdgeTable, LoadReport, NodeTable, TaskLabels
 from graviti_dist.errors import GravitiError, examples
 
@@ -47,13 +47,10 @@ def load_crawl(crawl_dir: str | Path, *, dedupe: Dedupe = "error", drop_dangling
     report = LoadReport()
     nodes: dict[str, NodeTable] = {}
     labels: dict[str, TaskLabels] = {}
-    for node_type, spec in schema.node_types.items():
-        nodes[node_type], node_labels = _load_nodes(root, schema, node_type, spec, dedupe, report)
+    for node_type in schema.node_types:
+        nodes[node_type], node_labels = load_node_table(root, schema, node_type, dedupe, report)
         labels.update(node_labels)
-    edges = {
-        name: _load_edges(root, name, relation, nodes, drop_dangling, report)
-        for name, relation in schema.relations.items()
-    }
+    edges = {name: load_edge_table(root, schema, name, nodes, drop_dangling, report) for name in schema.relations}
     return Crawl(schema, nodes, edges, labels, report)
 
 
@@ -65,9 +62,11 @@ def _normalise_ids(column: pa.ChunkedArray, where: str, name: str) -> pa.Array:
     return array.cast(target)
 
 
-def _load_nodes(
-    root: Path, schema: CrawlSchema, node_type: str, spec: NodeType, dedupe: Dedupe, report: LoadReport
+def load_node_table(
+    root: Path, schema: CrawlSchema, node_type: str, dedupe: Dedupe, report: LoadReport
 ) -> tuple[NodeTable, dict[str, TaskLabels]]:
+    """One node type's table and its tasks' labels (a unit that can run in parallel with other types)."""
+    spec = schema.node_types[node_type]
     folder = root / "nodes" / node_type
     shards = open_shards(folder, f"node type {node_type!r}")
     required = {"id": _is_id, **{f.name: _FEATURE_TYPES[f.kind][0] for f in spec.features}}
@@ -110,9 +109,11 @@ def _unique_rows(ids: pa.Array, folder: Path, node_type: str, dedupe: Dedupe, re
     return np.sort(first)
 
 
-def _load_edges(
-    root: Path, name: str, relation: Relation, nodes: dict[str, NodeTable], drop_dangling: bool, report: LoadReport
+def load_edge_table(
+    root: Path, schema: CrawlSchema, name: str, nodes: dict[str, NodeTable], drop_dangling: bool, report: LoadReport
 ) -> EdgeTable:
+    """One relation's edges mapped to contiguous ids (needs the node tables of its endpoint types)."""
+    relation = schema.relations[name]
     folder = root / "edges" / name
     shards = open_shards(folder, f"relation {name!r}")
     required = {"src": _is_id, "dst": _is_id}

@@ -1,0 +1,420 @@
+"""``graviti partition``: Ray actors + DGL METIS turn a crawl into DGL-format partitions.
+
+Stages (each timed in the report):
+  read    Ray tasks read node types, then relations, in parallel (pyarrow), mapping raw ids;
+  split   deterministic train/val/test splits per task; val/test link edges leave the graph;
+  assign  DGL's METIS on the homogeneous graph, balancing node types x labelled-train
+          nodes and edges (or a seeded balanced random assignment);
+  halo    DGL's halo extraction (``partition_graph_with_halo``), so sampling up to
+          ``num_hops`` inside one partition is exact;
+  write   Ray actors, one per group of partitions, gather features and labels and write
+          DGL's partition format (``dgl.distributed.load_partition`` loads each part),
+          plus ``halo_feat.dgl`` (features of halo nodes, which DGL leaves to its
+          KVStore) so a worker can train on its partition alone.
+Everything is built in a hidden sibling directory and renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pyarrow as pa
+import ray
+import torch
+
+from graviti_dist._dgl import dgl
+from graviti_dist.crawl.load import load_edge_table, load_node_table, Dedupe
+from graviti_dist.crawl.tables import Crawl, EdgeTable, LoadReport
+from graviti_dist.crawl.schema import load_schema
+from graviti_dist.crawl.write import check_output, publish, staging_dir
+from graviti_dist.errors import GravitiError
+from graviti_dist.graph import build_graph, canonical_etypes
+from graviti_dist.ray_cluster import ray_session
+from graviti_dist.splits import SPLIT_NAMES, TEST, TRAIN, VAL, assign_splits, check_fractions
+
+log = logging.getLogger(__name__)
+
+GRAPH_NAME = "graph"
+MANIFEST = "manifest.json"
+REPORT = "report.json"
+HALO_FEATS = "halo_feat.dgl"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PartitionSpec:
+    """How to partition; validated on construction."""
+
+    num_parts: int
+    method: str = "metis"
+    num_hops: int = 2  # halo depth: the number of GAT layers to sample exactly inside a partition
+    balance_train: bool = True
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    seed: int = 0
+    num_actors: int | None = None
+
+    def __post_init__(self):
+        if self.num_parts < 1:
+            raise ValueError(f"--num-parts must be at least 1, got {self.num_parts}")
+        if self.method not in ("metis", "random"):
+            raise ValueError(f"--method must be metis or random, not {self.method!r}")
+        if self.num_hops < 1:
+            raise ValueError(f"--num-hops must be at least 1, got {self.num_hops}")
+        if self.num_actors is not None and self.num_actors < 1:
+            raise ValueError(f"--num-actors must be at least 1, got {self.num_actors}")
+        object.__setattr__(self, "split", check_fractions(tuple(self.split)))
+
+
+@dataclass
+class _Stages:
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = round(time.perf_counter() - start, 3)
+        log.info("partition: %-6s done in %.1fs (driver peak RSS %.2f GB)", name, self.seconds[name], _peak_rss_gb())
+
+
+def _get(refs):
+    """ray.get that re-raises a task's GravitiError as itself (a clear message, not a remote traceback)."""
+    try:
+        return ray.get(refs)
+    except ray.exceptions.RayTaskError as exc:
+        if isinstance(exc.cause, GravitiError):
+            raise GravitiError(str(exc.cause)) from None
+        raise
+
+
+def _peak_rss_gb() -> float:
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)
+
+
+# --- read: node types, then relations, as parallel Ray tasks -----------------
+
+@ray.remote
+def _read_nodes(root: str, node_type: str, dedupe: str):
+    report = LoadReport()
+    table, labels = load_node_table(Path(root), load_schema(root), node_type, dedupe, report)
+    return table, labels, report
+
+
+@ray.remote
+def _read_edges(root: str, relation: str, nodes: dict, drop_dangling: bool):
+    report = LoadReport()
+    return load_edge_table(Path(root), load_schema(root), relation, nodes, drop_dangling, report), report
+
+
+def read_crawl_parallel(crawl_dir: Path, dedupe: Dedupe = "error", drop_dangling: bool = False) -> Crawl:
+    """:func:`load_crawl`, with node types and then relations read as parallel Ray tasks."""
+    schema = load_schema(crawl_dir)
+    report = LoadReport()
+    node_refs = {t: _read_nodes.remote(str(crawl_dir), t, dedupe) for t in schema.node_types}
+    nodes, labels = {}, {}
+    for node_type, ref in node_refs.items():
+        nodes[node_type], node_labels, part_report = _get(ref)
+        labels.update(node_labels)
+        report.dropped_duplicate_nodes.update(part_report.dropped_duplicate_nodes)
+    nodes_ref = ray.put(nodes)
+    edge_refs = {r: _read_edges.remote(str(crawl_dir), r, nodes_ref, drop_dangling) for r in schema.relations}
+    edges = {}
+    for relation, ref in edge_refs.items():
+        edges[relation], part_report = _get(ref)
+        for name in ("dropped_dangling_edges", "dropped_self_loops", "dropped_duplicate_edges"):
+            getattr(report, name).update(getattr(part_report, name))
+    return Crawl(schema, nodes, edges, labels, report)
+
+
+# --- split ---------------------------------------------------------------------
+
+def _make_splits(crawl: Crawl, spec: PartitionSpec) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    node_splits, link_splits = {}, {}
+    for task in crawl.schema.tasks:
+        if task.type == "link":
+            link_splits[task.name] = assign_splits(np.ones(len(crawl.edges[task.relation]), bool), spec.split, spec.seed, task.name)
+        else:
+            node_splits[task.name] = assign_splits(crawl.labels[task.name].mask, spec.split, spec.seed, task.name)
+    return node_splits, link_splits
+
+
+def _message_passing_crawl(crawl: Crawl, link_splits: dict[str, np.ndarray]) -> Crawl:
+    """The crawl without validation/test link edges: a model must not see the edges it is tested on."""
+    edges = dict(crawl.edges)
+    for task in crawl.schema.tasks:
+        if task.type == "link":
+            table, keep = edges[task.relation], link_splits[task.name] == TRAIN
+            edges[task.relation] = EdgeTable(table.src[keep], table.dst[keep], None if table.ts is None else table.ts[keep],
+                                             None if table.weight is None else table.weight[keep])
+    return Crawl(crawl.schema, crawl.nodes, edges, crawl.labels, crawl.report)
+
+
+# --- assign ----------------------------------------------------------------------
+
+def _assign(sim_g, train_any: np.ndarray, spec: PartitionSpec) -> torch.Tensor:
+    if spec.num_parts == 1:
+        return torch.zeros(sim_g.num_nodes(), dtype=torch.int64)
+    if spec.method == "random":
+        rng = np.random.default_rng(spec.seed)
+        return torch.from_numpy(rng.permutation(sim_g.num_nodes()) % spec.num_parts).long()
+    constraint = sim_g.ndata[dgl.NTYPE].long() * 2
+    if spec.balance_train:
+        constraint = constraint + torch.from_numpy(train_any).long()
+    _, constraint = torch.unique(constraint, return_inverse=True)
+    # DGL 2.1's METIS binding takes no seed: with several constraints the assignment can differ
+    # between runs (measured). The rest of the pipeline is deterministic given the assignment.
+    with contextlib.redirect_stdout(io.StringIO()):
+        return dgl.metis_partition_assignment(sim_g, spec.num_parts, balance_ntypes=constraint, balance_edges=True).long()
+
+
+# --- write -----------------------------------------------------------------------
+
+@ray.remote
+class _PartitionWriter:
+    """Builds the files of the partitions it is given (DGL format + halo features)."""
+
+    def write(self, part_id: int, part, out_dir: str, ctx: dict) -> dict:
+        from dgl.data.utils import save_tensors
+        from dgl.distributed.partition import _save_graphs
+
+        orig = part.ndata.pop("orig_id")
+        orig_e = part.edata.pop("orig_id")
+        # Fancy indexing copies out of Ray's read-only shared memory.
+        ntype = torch.from_numpy(ctx["sim_ntype"][orig.numpy()])
+        etype = torch.from_numpy(ctx["sim_etype"][orig_e.numpy()])
+        part.ndata[dgl.NTYPE], part.edata[dgl.ETYPE] = ntype, etype
+        inner = part.ndata["inner_node"].bool()
+        inner_edge = part.edata["inner_edge"].bool()
+        type_nid = torch.from_numpy(ctx["sim_nid"][orig.numpy()])
+        type_eid = torch.from_numpy(ctx["sim_eid"][orig_e.numpy()])
+        node_feats, halo_feats, stats = {}, {}, {"part": part_id, "inner_nodes": {}, "halo_nodes": {}, "train_nodes": {}}
+        for t, name in enumerate(ctx["ntypes"]):
+            for is_inner, target in ((True, node_feats), (False, halo_feats)):
+                local = torch.nonzero((inner == is_inner) & (ntype == t)).squeeze(1)
+                local = local[torch.argsort(part.ndata[dgl.NID][local])]  # feature rows in shuffled-id order
+                ids = type_nid[local].numpy()
+                for key, values in ctx["node_data"][name].items():
+                    target[f"{name}/{key}"] = torch.from_numpy(np.ascontiguousarray(values[ids]))
+                if not is_inner:
+                    target[f"{name}/_local_id"] = local
+                (stats["inner_nodes"] if is_inner else stats["halo_nodes"])[name] = int(local.numel())
+                if is_inner:
+                    for task in ctx["node_tasks"].get(name, []):
+                        stats["train_nodes"][task] = int(node_feats[f"{name}/train_{task}"].sum())
+        edge_feats = {}
+        for e, canonical in enumerate(ctx["etypes"]):
+            local = torch.nonzero(inner_edge & (etype == e)).squeeze(1)
+            local = local[torch.argsort(part.edata[dgl.EID][local])]
+            ids = type_eid[local].numpy()
+            for key, values in ctx["edge_data"].get(canonical, {}).items():
+                edge_feats[":".join(canonical) + "/" + key] = torch.from_numpy(np.ascontiguousarray(values[ids]))
+        stats["inner_edges"] = int(inner_edge.sum())
+        stats["local_edges"] = int(part.num_edges())
+        part_dir = Path(out_dir) / f"part{part_id}"
+        part_dir.mkdir(parents=True, exist_ok=True)
+        save_tensors(str(part_dir / "node_feat.dgl"), node_feats)
+        save_tensors(str(part_dir / "edge_feat.dgl"), edge_feats)
+        save_tensors(str(part_dir / HALO_FEATS), halo_feats)
+        _save_graphs(str(part_dir / "graph.dgl"), [part], formats=["csc"], sort_etypes=len(ctx["etypes"]) > 1)
+        stats["peak_rss_gb"] = round(psutil.Process().memory_info().rss / 2**30, 3)
+        return stats
+
+
+def _ranges(part_of: np.ndarray, type_of: np.ndarray, num_parts: int, num_types: int) -> list[list[list[int]]]:
+    """[type][part] -> [start, end) of shuffled ids; shuffled ids are sorted by (part, type)."""
+    ranges = [[[0, 0] for _ in range(num_parts)] for _ in range(num_types)]
+    key = part_of * num_types + type_of
+    counts = np.bincount(key, minlength=num_parts * num_types)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    for p in range(num_parts):
+        for t in range(num_types):
+            k = p * num_types + t
+            ranges[t][p] = [int(starts[k]), int(starts[k] + counts[k])]
+    return ranges
+
+
+def partition_crawl(crawl_dir: str | Path, out: str | Path, spec: PartitionSpec, *, address: str | None = None,
+                    overwrite: bool = False, dedupe: Dedupe = "error", drop_dangling: bool = False) -> dict:
+    """Partition the crawl at ``crawl_dir`` into ``out``; returns the report (also written as report.json)."""
+    crawl_dir, out = Path(crawl_dir).absolute(), Path(out).absolute()
+    check_output(out, overwrite)
+    load_schema(crawl_dir)  # fail on a bad schema before starting Ray
+    stages = _Stages()
+    with ray_session(address, num_threads=max(1, (os.cpu_count() or 2) // 2)):
+        with stages("read"):
+            crawl = read_crawl_parallel(crawl_dir, dedupe, drop_dangling)
+        num_nodes = sum(len(t) for t in crawl.nodes.values())
+        if num_nodes == 0:
+            raise GravitiError(f"{crawl_dir}: the crawl has no nodes; nothing to partition")
+        if spec.num_parts > num_nodes:
+            raise GravitiError(f"--num-parts {spec.num_parts} is more than the crawl's {num_nodes} nodes")
+        with stages("split"):
+            node_splits, link_splits = _make_splits(crawl, spec)
+            graph = build_graph(_message_passing_crawl(crawl, link_splits))
+            train_any = {t: np.zeros(len(crawl.nodes[t]), bool) for t in crawl.nodes}
+            for task in crawl.schema.tasks:
+                if task.type != "link":
+                    for i, split_name in enumerate(SPLIT_NAMES):
+                        graph.nodes[task.node_type].data[f"{split_name}_{task.name}"] = torch.from_numpy(node_splits[task.name] == i)
+                    train_any[task.node_type] |= node_splits[task.name] == TRAIN
+            sim_g = dgl.to_homogeneous(graph)
+        with stages("assign"):
+            node_parts = _assign(sim_g, np.concatenate([train_any[t] for t in graph.ntypes]), spec)
+        with stages("halo"), contextlib.redirect_stdout(io.StringIO()):
+            parts, orig_nids, orig_eids = dgl.partition_graph_with_halo(sim_g, node_parts, spec.num_hops, reshuffle=True)
+        tmp = staging_dir(out)
+        tmp.mkdir(parents=True)
+        try:
+            with stages("write"):
+                stats = _write_parts(tmp, parts, graph, sim_g, crawl, spec)
+                del parts
+                metadata = _part_config(graph, sim_g, node_parts, orig_nids, orig_eids, spec)
+                (tmp / f"{GRAPH_NAME}.json").write_text(json.dumps(metadata, indent=2))
+                _write_id_maps(tmp, crawl, graph, sim_g, node_parts, orig_nids, metadata)
+                _write_link_splits(tmp, crawl, link_splits)
+            report = _report(crawl, graph, sim_g, node_parts, stats, stages, spec)
+            manifest = _manifest(crawl, graph, spec, stats, node_splits)
+            manifest["crawl"] = str(crawl_dir)
+            (tmp / REPORT).write_text(json.dumps(report, indent=2))
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))  # last: its presence marks a finished set
+            publish(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return report
+
+
+def _write_parts(tmp: Path, parts: dict, graph, sim_g, crawl: Crawl, spec: PartitionSpec) -> list[dict]:
+    node_tasks: dict[str, list[str]] = {}
+    for task in crawl.schema.tasks:
+        if task.type != "link":
+            node_tasks.setdefault(task.node_type, []).append(task.name)
+    ctx = ray.put({
+        "ntypes": list(graph.ntypes),
+        "etypes": [tuple(c) for c in graph.canonical_etypes],
+        "node_data": {t: {k: v.numpy() for k, v in graph.nodes[t].data.items()} for t in graph.ntypes},
+        "edge_data": {tuple(c): {k: v.numpy() for k, v in graph.edges[c].data.items()} for c in graph.canonical_etypes},
+        "sim_ntype": sim_g.ndata[dgl.NTYPE].numpy(), "sim_nid": sim_g.ndata[dgl.NID].numpy(),
+        "sim_etype": sim_g.edata[dgl.ETYPE].numpy(), "sim_eid": sim_g.edata[dgl.EID].numpy(),
+        "node_tasks": node_tasks,
+    })
+    workers = spec.num_actors or max(1, min(spec.num_parts, int(ray.available_resources().get("CPU", 1))))
+    actors = [_PartitionWriter.remote() for _ in range(min(workers, spec.num_parts))]
+    refs = [actors[i % len(actors)].write.remote(i, parts[i], str(tmp), ctx) for i in range(spec.num_parts)]
+    return sorted(_get(refs), key=lambda s: s["part"])
+
+
+def _part_config(graph, sim_g, node_parts, orig_nids, orig_eids, spec: PartitionSpec) -> dict:
+    """DGL's partition config (what ``load_partition`` reads)."""
+    parts_np, orig_nids_np = node_parts.numpy(), orig_nids.numpy()
+    node_ranges = _ranges(parts_np[orig_nids_np], sim_g.ndata[dgl.NTYPE].numpy()[orig_nids_np], spec.num_parts, len(graph.ntypes))
+    dst = sim_g.edges()[1].numpy()
+    orig_eids_np = orig_eids.numpy()
+    edge_ranges = _ranges(parts_np[dst[orig_eids_np]], sim_g.edata[dgl.ETYPE].numpy()[orig_eids_np], spec.num_parts,
+                          len(graph.canonical_etypes))
+    metadata = {
+        "graph_name": GRAPH_NAME, "num_nodes": graph.num_nodes(), "num_edges": graph.num_edges(),
+        "part_method": spec.method, "num_parts": spec.num_parts, "halo_hops": spec.num_hops,
+        "node_map": {t: node_ranges[i] for i, t in enumerate(graph.ntypes)},
+        "edge_map": {":".join(c): edge_ranges[i] for i, c in enumerate(graph.canonical_etypes)},
+        "ntypes": {t: i for i, t in enumerate(graph.ntypes)},
+        "etypes": {":".join(c): i for i, c in enumerate(graph.canonical_etypes)},
+    }
+    for i in range(spec.num_parts):
+        metadata[f"part-{i}"] = {"node_feats": f"part{i}/node_feat.dgl", "edge_feats": f"part{i}/edge_feat.dgl",
+                                 "part_graph": f"part{i}/graph.dgl"}
+    return metadata
+
+
+def _write_id_maps(tmp: Path, crawl: Crawl, graph, sim_g, node_parts, orig_nids, metadata: dict) -> None:
+    """Per node type: shuffled id (DGL's partition id space), contiguous type id, raw crawl id, partition."""
+    import pyarrow.parquet as pq
+
+    new_of_orig = np.empty(len(orig_nids), dtype=np.int64)
+    new_of_orig[orig_nids.numpy()] = np.arange(len(orig_nids))
+    sim_ntype, sim_nid = sim_g.ndata[dgl.NTYPE].numpy(), sim_g.ndata[dgl.NID].numpy()
+    (tmp / "id_map").mkdir()
+    for t, name in enumerate(graph.ntypes):
+        orig = np.flatnonzero(sim_ntype == t)
+        order = np.argsort(sim_nid[orig])  # type-local id order
+        orig = orig[order]
+        table = pa.table({"shuffled_id": new_of_orig[orig], "type_id": sim_nid[orig], "raw_id": crawl.nodes[name].ids,
+                          "part": node_parts.numpy()[orig]})
+        pq.write_table(table, tmp / "id_map" / f"{name}.parquet")
+
+
+def _write_link_splits(tmp: Path, crawl: Crawl, link_splits: dict[str, np.ndarray]) -> None:
+    import pyarrow.parquet as pq
+
+    if not link_splits:
+        return
+    (tmp / "link_splits").mkdir()
+    for task in crawl.schema.tasks:
+        if task.type == "link":
+            table, split = crawl.edges[task.relation], link_splits[task.name]
+            pq.write_table(pa.table({"src": table.src, "dst": table.dst, "split": split}), tmp / "link_splits" / f"{task.name}.parquet")
+
+
+def _report(crawl, graph, sim_g, node_parts, stats, stages, spec) -> dict:
+    parts_np = node_parts.numpy()
+    src, dst = (x.numpy() for x in sim_g.edges())
+    cut = int((parts_np[src] != parts_np[dst]).sum())
+    inner = [sum(s["inner_nodes"].values()) for s in stats]
+    halo = [sum(s["halo_nodes"].values()) for s in stats]
+    edges = [s["inner_edges"] for s in stats]
+
+    def balance(values):
+        mean = float(np.mean(values)) if values else 0.0
+        return {"per_part": values, "max_over_mean": round(max(values) / mean, 4) if mean else None}
+
+    train = {task: balance([s["train_nodes"].get(task, 0) for s in stats]) for task in stats[0]["train_nodes"]} if stats else {}
+    return {
+        "num_parts": spec.num_parts, "method": spec.method, "num_hops": spec.num_hops,
+        "num_nodes": int(sim_g.num_nodes()), "num_edges": int(sim_g.num_edges()),
+        "edge_cut": cut, "edge_cut_fraction": round(cut / max(1, sim_g.num_edges()), 4),
+        "nodes": balance(inner), "edges": balance(edges), "train_nodes": train,
+        "halo_nodes": halo, "halo_replication": round((sum(inner) + sum(halo)) / max(1, sum(inner)), 4),
+        "seconds": stages.seconds, "peak_rss_gb": {"driver": _peak_rss_gb(), "writers": [s["peak_rss_gb"] for s in stats]},
+    }
+
+
+def _manifest(crawl: Crawl, graph, spec: PartitionSpec, stats: list[dict], node_splits) -> dict:
+    schema = crawl.schema
+    features = {t: {name: {"kind": f.kind, "width": f.width, "categories": len(f.categories) + 1 if f.categories is not None else None}
+                    for name, f in table.features.items()} for t, table in crawl.nodes.items()}
+    tasks = []
+    for task in schema.tasks:
+        entry = task.model_dump(mode="json")
+        if task.type != "link":
+            labels = crawl.labels[task.name]
+            train = node_splits[task.name] == TRAIN
+            entry["counts"] = {n: int((node_splits[task.name] == i).sum()) for i, n in enumerate(SPLIT_NAMES)}
+            if task.type == "regression":
+                values = labels.values[train]
+                entry["train_mean"] = float(values.mean()) if values.size else 0.0
+                entry["train_std"] = float(values.std()) if values.size else 1.0
+            if task.type in ("binary", "multilabel"):
+                values = labels.values[train]
+                entry["train_positive_rate"] = float(values.mean()) if values.size else 0.0
+            if labels.classes is not None:
+                entry["classes"] = [str(c) for c in labels.classes]
+        tasks.append(entry)
+    return {
+        "format_version": FORMAT_VERSION, "graph_name": GRAPH_NAME, "part_config": f"{GRAPH_NAME}.json",
+        "schema": schema.model_dump(mode="json"), "spec": asdict(spec), "ntypes": list(graph.ntypes),
+        "etypes": [list(c) for c in graph.canonical_etypes], "features": features, "tasks": tasks,
+        "edge_attributes": {":".join(c): sorted(graph.edges[c].data.keys()) for c in graph.canonical_etypes},
+        "parts": stats,
+    }

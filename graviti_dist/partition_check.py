@@ -1,0 +1,156 @@
+"""``graviti partition --check``: verify a partition set against its crawl.
+
+Checks that each node is owned by exactly one partition; every message-passing
+edge of the crawl is an inner edge of exactly one partition; node features,
+labels, masks and splits (inner and halo) equal the crawl's through the id map;
+edge attributes likewise; and halos are complete to the declared depth: every
+node within ``halo_hops - 1`` in-hops of an inner node has all its in-edges.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from graviti_dist._dgl import dgl
+from graviti_dist.crawl.load import load_crawl
+from graviti_dist.crawl.tables import Crawl, EdgeTable
+from graviti_dist.errors import GravitiError
+from graviti_dist.graph import build_graph
+from graviti_dist.splits import SPLIT_NAMES, TRAIN, assign_splits
+
+MANIFEST = "manifest.json"
+HALO_FEATS = "halo_feat.dgl"
+
+
+def _message_passing_graph(crawl: Crawl, part_dir: Path, manifest: dict):
+    edges = dict(crawl.edges)
+    for task in crawl.schema.tasks:
+        if task.type == "link":
+            split = pq.read_table(part_dir / "link_splits" / f"{task.name}.parquet")["split"].to_numpy()
+            table = edges[task.relation]
+            if len(split) != len(table):
+                raise GravitiError(f"{part_dir}: link split of task {task.name!r} has {len(split)} rows, the crawl {len(table)} edges")
+            keep = split == TRAIN
+            edges[task.relation] = EdgeTable(table.src[keep], table.dst[keep], None if table.ts is None else table.ts[keep],
+                                             None if table.weight is None else table.weight[keep])
+    return build_graph(Crawl(crawl.schema, crawl.nodes, edges, crawl.labels, crawl.report))
+
+
+def check_partitions(part_dir: str | Path, crawl_dir: str | Path | None = None) -> dict:
+    """Verify ``part_dir``; returns a summary, raises GravitiError listing every failed check."""
+    part_dir = Path(part_dir)
+    manifest_path = part_dir / MANIFEST
+    if not manifest_path.is_file():
+        raise GravitiError(f"{part_dir}: no {MANIFEST}; not a finished partition set")
+    manifest = json.loads(manifest_path.read_text())
+    crawl_dir = Path(crawl_dir or manifest["crawl"])
+    config = part_dir / manifest["part_config"]
+    metadata = json.loads(config.read_text())
+    crawl = load_crawl(crawl_dir)
+    graph = _message_passing_graph(crawl, part_dir, manifest)
+    spec = manifest["spec"]
+    for task in crawl.schema.tasks:  # splits are deterministic: recompute them from the recorded seed
+        if task.type != "link":
+            split = assign_splits(crawl.labels[task.name].mask, tuple(spec["split"]), spec["seed"], task.name)
+            for i, split_name in enumerate(SPLIT_NAMES):
+                graph.nodes[task.node_type].data[f"{split_name}_{task.name}"] = torch.from_numpy(split == i)
+    ntypes, etypes = manifest["ntypes"], [tuple(e) for e in manifest["etypes"]]
+    hops, num_parts = metadata["halo_hops"], metadata["num_parts"]
+    type_of_shuffled = np.empty(metadata["num_nodes"], dtype=np.int64)
+    tid_of_shuffled = np.empty(metadata["num_nodes"], dtype=np.int64)
+    for t, name in enumerate(ntypes):
+        id_map = pq.read_table(part_dir / "id_map" / f"{name}.parquet")
+        shuffled = id_map["shuffled_id"].to_numpy()
+        type_of_shuffled[shuffled], tid_of_shuffled[shuffled] = t, id_map["type_id"].to_numpy()
+        if id_map["raw_id"].to_pylist() != crawl.nodes[name].ids.to_pylist():
+            raise GravitiError(f"{part_dir}/id_map/{name}.parquet: raw ids differ from the crawl's {crawl_dir}")
+    problems: list[str] = []
+    owners = np.zeros(metadata["num_nodes"], dtype=np.int64)
+    edge_owners = np.zeros(metadata["num_edges"], dtype=np.int64)
+    global_in = np.zeros(metadata["num_nodes"], dtype=np.int64)
+    loaded = []
+    got_pairs: dict[tuple, list[np.ndarray]] = {e: [] for e in etypes}
+    for i in range(num_parts):
+        part, node_feats, edge_feats, gpb, *_ = dgl.distributed.load_partition(str(config), i)
+        loaded.append(part)
+        nid, inner = part.ndata[dgl.NID].numpy(), part.ndata["inner_node"].numpy().astype(bool)
+        np.add.at(owners, nid[inner], 1)
+        if not (gpb.nid2partid(torch.from_numpy(nid[inner])).numpy() == i).all():
+            problems.append(f"part {i}: inner nodes outside its node_map range")
+        inner_edge = part.edata["inner_edge"].numpy().astype(bool)
+        np.add.at(edge_owners, part.edata[dgl.EID].numpy()[inner_edge], 1)
+        src, dst = (x.numpy() for x in part.edges())
+        np.add.at(global_in, nid[dst[inner_edge]], 1)
+        etype = part.edata[dgl.ETYPE].numpy()
+        eid = part.edata[dgl.EID].numpy()
+        for e, canonical in enumerate(etypes):
+            local = np.flatnonzero(inner_edge & (etype == e))
+            local = local[np.argsort(eid[local])]  # the order edge_feat.dgl rows are in
+            columns = [tid_of_shuffled[nid[src[local]]], tid_of_shuffled[nid[dst[local]]]]
+            for key in sorted(graph.edges[canonical].data.keys()):
+                values = edge_feats.get(f"{':'.join(canonical)}/{key}")
+                if values is None or len(values) != len(local):
+                    problems.append(f"part {i}: edge attribute {':'.join(canonical)}/{key} missing or of the wrong length")
+                    values = torch.zeros(len(local))
+                columns.append(values.numpy().astype(np.float64))
+            got_pairs[canonical].append(np.stack(columns))
+        halo_feats = dgl.data.utils.load_tensors(str(part_dir / f"part{i}" / HALO_FEATS))
+        for t, name in enumerate(ntypes):
+            for is_inner, feats in ((True, node_feats), (False, halo_feats)):
+                local = np.flatnonzero((inner == is_inner) & (part.ndata[dgl.NTYPE].numpy() == t))
+                local = local[np.argsort(nid[local])]
+                type_ids = tid_of_shuffled[nid[local]]
+                for key, expected in graph.nodes[name].data.items():
+                    got = feats.get(f"{name}/{key}")
+                    if got is None or not torch.equal(got, expected[torch.from_numpy(type_ids)]):
+                        problems.append(f"part {i}: {'inner' if is_inner else 'halo'} node data {name}/{key} differs from the crawl")
+    if not (owners == 1).all():
+        problems.append(f"{int((owners != 1).sum())} nodes are not owned by exactly one partition")
+    if not (edge_owners == 1).all():
+        problems.append(f"{int((edge_owners != 1).sum())} edges are not inner edges of exactly one partition")
+    for canonical in etypes:
+        keys = sorted(graph.edges[canonical].data.keys())
+        got = np.concatenate(got_pairs[canonical], axis=1)
+        want = np.stack([x.numpy().astype(np.float64) for x in graph.edges(etype=canonical)]
+                        + [graph.edges[canonical].data[k].numpy().astype(np.float64) for k in keys])
+        if not _same_multiset(got, want):
+            problems.append(f"edges {':'.join(canonical)}: the partitions' inner edges (with {keys}) differ from the crawl's")
+    for i, part in enumerate(loaded):
+        problems += _check_halo(i, part, global_in, hops)
+    if problems:
+        raise GravitiError(f"{part_dir}: partition check failed:\n  " + "\n  ".join(problems[:20]))
+    return {"parts": num_parts, "nodes": int(metadata["num_nodes"]), "edges": int(metadata["num_edges"]), "halo_hops": hops,
+            "checked": ["ownership", "edges", "node data", "edge data", "halo"]}
+
+
+def _same_multiset(a: np.ndarray, b: np.ndarray) -> bool:
+    if a.shape != b.shape:
+        return False
+    order_a, order_b = np.lexsort(a), np.lexsort(b)
+    return bool((a[:, order_a] == b[:, order_b]).all())
+
+
+def _check_halo(i: int, part, global_in: np.ndarray, hops: int) -> list[str]:
+    nid = part.ndata[dgl.NID].numpy()
+    src, dst = (x.numpy() for x in part.edges())
+    local_in = np.bincount(dst, minlength=part.num_nodes())
+    frontier = np.flatnonzero(part.ndata["inner_node"].numpy().astype(bool))
+    seen = np.zeros(part.num_nodes(), dtype=bool)
+    seen[frontier] = True
+    for hop in range(hops):
+        missing = frontier[local_in[frontier] != global_in[nid[frontier]]]
+        if missing.size:
+            return [f"part {i}: {missing.size} nodes at hop {hop} lack some of their in-edges (halo incomplete)"]
+        if hop == hops - 1:
+            break
+        in_frontier = np.zeros(part.num_nodes(), dtype=bool)
+        in_frontier[frontier] = True
+        nxt = np.unique(src[in_frontier[dst]])
+        frontier = nxt[~seen[nxt]]
+        seen[frontier] = True
+    return []

@@ -1,0 +1,175 @@
+"""graviti partition: DGL-loadable partitions, a verifier that catches corruption, atomicity and bad input."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from graviti_dist._dgl import dgl
+from graviti_dist.cli import main
+from graviti_dist.crawl.synthetic import SyntheticSpec
+from graviti_dist.errors import GravitiError
+from graviti_dist.generate import generate_crawl
+from graviti_dist.partition import PartitionSpec, partition_crawl
+from graviti_dist.partition_check import check_partitions
+from tests.conftest import small_schema, small_tables, write_crawl
+
+
+@pytest.fixture(scope="module")
+def synthetic_crawl(tmp_path_factory):
+    out = tmp_path_factory.mktemp("syn") / "crawl"
+    generate_crawl(out, SyntheticSpec(users=1500, seed=1), progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def twitch_parts(tmp_path_factory, twitch_crawl, ray_local):
+    out = tmp_path_factory.mktemp("parts") / "twitch"
+    report = partition_crawl(twitch_crawl, out, PartitionSpec(num_parts=2))
+    return out, report
+
+
+def _no_leftovers(out):
+    assert not out.exists()
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")]
+
+
+def test_twitch_partitions_load_in_dgl_and_pass_the_check(twitch_parts):
+    out, report = twitch_parts
+    assert report["num_nodes"] == 9038 and report["num_edges"] == 2 * 66623
+    assert report["nodes"]["max_over_mean"] <= 1.1 and report["edges"]["max_over_mean"] <= 1.1
+    assert 0 < report["edge_cut_fraction"] < 0.5
+    assert set(report["seconds"]) == {"read", "split", "assign", "halo", "write"}
+    owned = 0
+    for i in range(2):
+        graph, node_feats, edge_feats, gpb, name, ntypes, etypes = dgl.distributed.load_partition(str(out / "graph.json"), i)
+        inner = graph.ndata["inner_node"].bool()
+        owned += int(inner.sum())
+        assert node_feats["user/feat_features"].shape[0] == int(inner.sum())
+        assert {"user/train_mature", "user/val_mature", "user/test_mature", "user/label_views"} <= set(node_feats)
+    assert owned == 9038
+    assert check_partitions(out)["parts"] == 2
+    manifest = json.loads((out / "manifest.json").read_text())
+    views = next(t for t in manifest["tasks"] if t["name"] == "views")
+    assert views["counts"]["train"] == pytest.approx(0.8 * 9038, abs=1) and views["train_std"] > 0
+
+
+def test_train_nodes_are_balanced_too(twitch_parts):
+    _, report = twitch_parts
+    for task, balance in report["train_nodes"].items():
+        assert balance["max_over_mean"] <= 1.1, task
+
+
+def test_check_catches_corrupted_features_and_id_maps(twitch_parts, tmp_path):
+    import shutil
+
+    out, _ = twitch_parts
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken)
+    feats_path = broken / "part1" / "node_feat.dgl"
+    feats = dgl.data.utils.load_tensors(str(feats_path))
+    feats["user/label_days"] = feats["user/label_days"] + 1
+    dgl.data.utils.save_tensors(str(feats_path), feats)
+    with pytest.raises(GravitiError, match="part 1: inner node data user/label_days differs"):
+        check_partitions(broken)
+    shutil.copytree(out / "part1", broken / "part1", dirs_exist_ok=True)
+    halo_path = broken / "part0" / "halo_feat.dgl"
+    halo = dgl.data.utils.load_tensors(str(halo_path))
+    halo["user/feat_features"] = torch.flip(halo["user/feat_features"], [0])
+    dgl.data.utils.save_tensors(str(halo_path), halo)
+    with pytest.raises(GravitiError, match="halo node data user/feat_features differs"):
+        check_partitions(broken)
+
+
+def test_check_catches_an_incomplete_halo(twitch_parts, tmp_path):
+    import shutil
+
+    out, _ = twitch_parts
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken)
+    config = json.loads((broken / "graph.json").read_text())
+    config["halo_hops"] = 3  # claims a deeper halo than was built
+    (broken / "graph.json").write_text(json.dumps(config))
+    with pytest.raises(GravitiError, match="lack some of their in-edges"):
+        check_partitions(broken)
+
+
+def test_synthetic_link_split_and_typed_graph(synthetic_crawl, tmp_path, ray_local):
+    out = tmp_path / "parts"
+    report = partition_crawl(synthetic_crawl, out, PartitionSpec(num_parts=3, method="random", seed=5))
+    check_partitions(out)
+    split = pq.read_table(out / "link_splits" / "retweets.parquet")["split"].to_numpy()
+    config = json.loads((out / "graph.json").read_text())
+    inner_retweets = sum(end - start for start, end in config["edge_map"]["user:retweets:post"])
+    assert inner_retweets == int((split == 0).sum()) < len(split)  # val/test edges left the message-passing graph
+    assert report["nodes"]["max_over_mean"] < 1.01  # random assignment is balanced by construction
+    id_map = pq.read_table(out / "id_map" / "post.parquet")
+    assert id_map.num_rows == len(set(id_map["shuffled_id"].to_pylist()))
+
+
+def test_same_arguments_same_partitions(synthetic_crawl, tmp_path, ray_local):
+    # DGL 2.1's METIS binding takes no seed and varies run to run on multi-constraint graphs,
+    # so reproducibility is asserted for the seeded random assignment (see README).
+    a, b = tmp_path / "a", tmp_path / "b"
+    for out in (a, b):
+        partition_crawl(synthetic_crawl, out, PartitionSpec(num_parts=2, method="random", seed=3))
+    assert json.loads((a / "graph.json").read_text()) == json.loads((b / "graph.json").read_text())
+    for i in range(2):
+        fa = dgl.data.utils.load_tensors(str(a / f"part{i}" / "node_feat.dgl"))
+        fb = dgl.data.utils.load_tensors(str(b / f"part{i}" / "node_feat.dgl"))
+        assert fa.keys() == fb.keys() and all(torch.equal(fa[k], fb[k]) for k in fa)
+
+
+def test_existing_output_refused_unless_overwrite(synthetic_crawl, tmp_path, ray_local):
+    out = tmp_path / "parts"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(GravitiError, match="already exists"):
+        partition_crawl(synthetic_crawl, out, PartitionSpec(num_parts=2))
+    assert (out / "keep.txt").read_text() == "mine"
+    partition_crawl(synthetic_crawl, out, PartitionSpec(num_parts=2), overwrite=True)
+    assert (out / "manifest.json").exists() and not (out / "keep.txt").exists()
+
+
+def test_invalid_crawl_leaves_nothing(tmp_path, ray_local):
+    nodes, edges = small_tables()
+    edges["follows"] = [pa.table({"src": ["a", "ghost"], "dst": ["b", "a"]})]
+    crawl = write_crawl(tmp_path / "crawl", small_schema(), nodes, edges)
+    out = tmp_path / "parts"
+    with pytest.raises(GravitiError) as err:
+        partition_crawl(crawl, out, PartitionSpec(num_parts=2))
+    assert "src='ghost'" in str(err.value) and "Traceback" not in str(err.value)
+    _no_leftovers(out)
+
+
+def test_more_parts_than_nodes_and_empty_crawl(tmp_path, ray_local):
+    nodes, edges = small_tables()
+    crawl = write_crawl(tmp_path / "crawl", small_schema(), nodes, edges)
+    with pytest.raises(GravitiError, match="--num-parts 50 is more than the crawl's 7 nodes"):
+        partition_crawl(crawl, tmp_path / "p1", PartitionSpec(num_parts=50))
+    empty_nodes = {t: [tables[0].slice(0, 0)] for t, tables in nodes.items()}
+    empty_edges = {r: [tables[0].slice(0, 0)] for r, tables in edges.items()}
+    empty = write_crawl(tmp_path / "empty", small_schema(), empty_nodes, empty_edges)
+    with pytest.raises(GravitiError, match="no nodes"):
+        partition_crawl(empty, tmp_path / "p2", PartitionSpec(num_parts=2))
+    _no_leftovers(tmp_path / "p1")
+    _no_leftovers(tmp_path / "p2")
+
+
+def test_cli_bad_arguments_and_unreachable_ray(tmp_path, capsys, synthetic_crawl):
+    assert main(["partition", str(synthetic_crawl), "--out", str(tmp_path / "p"), "--num-parts", "0"]) == 2
+    assert "--num-parts must be at least 1" in capsys.readouterr().err
+    assert main(["partition", str(synthetic_crawl), "--out", str(tmp_path / "p"), "--num-parts", "2", "--split", "0.5,0.5,0.5"]) == 2
+    assert "split fractions" in capsys.readouterr().err
+    assert main(["partition", "--check", str(tmp_path / "nothing")]) == 2
+    assert "not a finished partition set" in capsys.readouterr().err
+    result = subprocess.run([sys.executable, "-m", "graviti_dist.cli", "partition", str(synthetic_crawl), "--out",
+                             str(tmp_path / "p"), "--num-parts", "2", "--address", "127.0.0.1:1"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "could not reach Ray at '127.0.0.1:1'" in result.stderr
+    _no_leftovers(tmp_path / "p")
