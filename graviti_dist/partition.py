@@ -34,20 +34,19 @@ import torch
 
 from graviti_dist._dgl import dgl
 from graviti_dist.crawl.load import load_edge_table, load_node_table, Dedupe
-from graviti_dist.crawl.tables import Crawl, EdgeTable, LoadReport
+from graviti_dist.crawl.tables import Crawl, LoadReport
 from graviti_dist.crawl.schema import load_schema
 from graviti_dist.crawl.write import check_output, publish, staging_dir
 from graviti_dist.errors import GravitiError
-from graviti_dist.graph import build_graph, canonical_etypes
+from graviti_dist.graph import build_graph
+from graviti_dist.partition_check import HALO_FEATS, MANIFEST, message_passing_crawl
 from graviti_dist.ray_cluster import ray_session
-from graviti_dist.splits import SPLIT_NAMES, TEST, TRAIN, VAL, assign_splits, check_fractions
+from graviti_dist.splits import SPLIT_NAMES, TRAIN, assign_splits, check_fractions
 
 log = logging.getLogger(__name__)
 
 GRAPH_NAME = "graph"
-MANIFEST = "manifest.json"
 REPORT = "report.json"
-HALO_FEATS = "halo_feat.dgl"
 FORMAT_VERSION = 1
 
 
@@ -148,17 +147,6 @@ def _make_splits(crawl: Crawl, spec: PartitionSpec) -> tuple[dict[str, np.ndarra
         else:
             node_splits[task.name] = assign_splits(crawl.labels[task.name].mask, spec.split, spec.seed, task.name)
     return node_splits, link_splits
-
-
-def _message_passing_crawl(crawl: Crawl, link_splits: dict[str, np.ndarray]) -> Crawl:
-    """The crawl without validation/test link edges: a model must not see the edges it is tested on."""
-    edges = dict(crawl.edges)
-    for task in crawl.schema.tasks:
-        if task.type == "link":
-            table, keep = edges[task.relation], link_splits[task.name] == TRAIN
-            edges[task.relation] = EdgeTable(table.src[keep], table.dst[keep], None if table.ts is None else table.ts[keep],
-                                             None if table.weight is None else table.weight[keep])
-    return Crawl(crawl.schema, crawl.nodes, edges, crawl.labels, crawl.report)
 
 
 # --- assign ----------------------------------------------------------------------
@@ -262,7 +250,7 @@ def partition_crawl(crawl_dir: str | Path, out: str | Path, spec: PartitionSpec,
             raise GravitiError(f"--num-parts {spec.num_parts} is more than the crawl's {num_nodes} nodes")
         with stages("split"):
             node_splits, link_splits = _make_splits(crawl, spec)
-            graph = build_graph(_message_passing_crawl(crawl, link_splits))
+            graph = build_graph(message_passing_crawl(crawl, link_splits))
             train_any = {t: np.zeros(len(crawl.nodes[t]), bool) for t in crawl.nodes}
             for task in crawl.schema.tasks:
                 if task.type != "link":

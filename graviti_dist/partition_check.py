@@ -18,7 +18,7 @@ import torch
 
 from graviti_dist._dgl import dgl
 from graviti_dist.crawl.load import load_crawl
-from graviti_dist.crawl.tables import Crawl, EdgeTable
+from graviti_dist.crawl.tables import Crawl
 from graviti_dist.errors import GravitiError
 from graviti_dist.graph import build_graph
 from graviti_dist.splits import SPLIT_NAMES, TRAIN, assign_splits
@@ -27,18 +27,25 @@ MANIFEST = "manifest.json"
 HALO_FEATS = "halo_feat.dgl"
 
 
-def _message_passing_graph(crawl: Crawl, part_dir: Path, manifest: dict):
+def message_passing_crawl(crawl: Crawl, link_splits: dict[str, np.ndarray]) -> Crawl:
+    """The crawl without validation/test link edges: a model must not see the edges it is tested on."""
     edges = dict(crawl.edges)
     for task in crawl.schema.tasks:
         if task.type == "link":
+            edges[task.relation] = edges[task.relation].select(link_splits[task.name] == TRAIN)
+    return Crawl(crawl.schema, crawl.nodes, edges, crawl.labels, crawl.report)
+
+
+def _message_passing_graph(crawl: Crawl, part_dir: Path):
+    link_splits = {}
+    for task in crawl.schema.tasks:
+        if task.type == "link":
             split = pq.read_table(part_dir / "link_splits" / f"{task.name}.parquet")["split"].to_numpy()
-            table = edges[task.relation]
-            if len(split) != len(table):
-                raise GravitiError(f"{part_dir}: link split of task {task.name!r} has {len(split)} rows, the crawl {len(table)} edges")
-            keep = split == TRAIN
-            edges[task.relation] = EdgeTable(table.src[keep], table.dst[keep], None if table.ts is None else table.ts[keep],
-                                             None if table.weight is None else table.weight[keep])
-    return build_graph(Crawl(crawl.schema, crawl.nodes, edges, crawl.labels, crawl.report))
+            if len(split) != len(crawl.edges[task.relation]):
+                raise GravitiError(f"{part_dir}: link split of task {task.name!r} has {len(split)} rows, "
+                                   f"the crawl {len(crawl.edges[task.relation])} edges")
+            link_splits[task.name] = split
+    return build_graph(message_passing_crawl(crawl, link_splits))
 
 
 def check_partitions(part_dir: str | Path, crawl_dir: str | Path | None = None) -> dict:
@@ -52,7 +59,7 @@ def check_partitions(part_dir: str | Path, crawl_dir: str | Path | None = None) 
     config = part_dir / manifest["part_config"]
     metadata = json.loads(config.read_text())
     crawl = load_crawl(crawl_dir)
-    graph = _message_passing_graph(crawl, part_dir, manifest)
+    graph = _message_passing_graph(crawl, part_dir)
     spec = manifest["spec"]
     for task in crawl.schema.tasks:  # splits are deterministic: recompute them from the recorded seed
         if task.type != "link":

@@ -194,13 +194,4 @@ def _clean_edges(table: EdgeTable, name: str, relation: Relation, num_dst: int, 
         dropped = int((keep & ~is_first).sum())
         keep &= is_first
         report.dropped_duplicate_edges[name] = dropped
-    if keep.all():
-        return table
-    return EdgeTable(
-        table.src[keep],
-        table.dst[keep],
-        None if table.ts is None else table.ts[keep],
-        None if table.weight is None else table.weight[keep],
-        table.self_loops,
-        table.duplicates,
-    )
+    return table if keep.all() else table.select(keep)

@@ -71,6 +71,11 @@ class EdgeTable:
     def __len__(self) -> int:
         return len(self.src)
 
+    def select(self, keep: np.ndarray) -> "EdgeTable":
+        """The edges where ``keep`` is true, attributes and counters carried along."""
+        pick = lambda a: None if a is None else a[keep]  # noqa: E731
+        return EdgeTable(self.src[keep], self.dst[keep], pick(self.ts), pick(self.weight), self.self_loops, self.duplicates)
+
 
 @dataclass
 class LoadReport:
