@@ -85,7 +85,11 @@ def _sddmm(block: Block, left: torch.Tensor, right: torch.Tensor) -> torch.Tenso
     num_cols = block.num_src if shared else block.num_src * heads
     pattern = torch.sparse_csr_tensor(indptr, indices, left.new_zeros(indices.numel()),
                                       (block.num_dst * heads, num_cols), check_invariants=False)
-    sampled = torch.sparse.sampled_addmm(pattern, left.reshape(-1, width), right.reshape(-1, width).t(), beta=0.0)
+    try:
+        sampled = torch.sparse.sampled_addmm(pattern, left.reshape(-1, width), right.reshape(-1, width).t(), beta=0.0)
+    except (RuntimeError, NotImplementedError):  # a backend without this SDDMM: gather, at (E, heads, D) cost
+        src = right.index_select(0, block.src)
+        return (left.index_select(0, block.dst) * (src.unsqueeze(1) if shared else src)).sum(-1)
     return sampled.values()[position]
 
 

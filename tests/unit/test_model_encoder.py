@@ -161,3 +161,23 @@ def test_encoder_runs_unchanged_on_cuda():
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-4, atol=1e-4)
     gpu.sum().backward()
     assert all(p.grad is None or p.grad.is_cuda for p in encoder.parameters())
+
+
+def test_kernels_fall_back_where_a_backend_lacks_sparse_ops(monkeypatch):
+    """Other devices may lack SDDMM or sparse addmm into a view: the layer must still be right."""
+    torch.manual_seed(0)
+    block = Block.from_edges(torch.randint(0, 40, (300,)), torch.randint(0, 15, (300,)), 40, 15)
+    scores = torch.randn(300, 3, dtype=torch.float64, requires_grad=True)
+    feat = torch.randn(40, 3, 5, dtype=torch.float64, requires_grad=True)
+    shared = torch.randn(40, 5, dtype=torch.float64, requires_grad=True)
+    expected = [torch.autograd.grad(f(scores, x, block).pow(2).sum(), (scores, x))
+                for f, x in ((aggregate, feat), (aggregate_shared, shared))]
+
+    def unsupported(*args, **kwargs):
+        raise NotImplementedError("not on this backend")
+
+    monkeypatch.setattr(torch.sparse, "sampled_addmm", unsupported)
+    monkeypatch.setattr(torch, "addmm", unsupported)
+    for (f, x), want in zip(((aggregate, feat), (aggregate_shared, shared)), expected):
+        got = torch.autograd.grad(f(scores, x, block).pow(2).sum(), (scores, x))
+        torch.testing.assert_close(got, want)
