@@ -41,8 +41,21 @@ def encoder_table(result: dict) -> str:
             f"{result['threads']} threads.\n" + _env_line(result))
 
 
+def partition_table(result: dict) -> str:
+    rows = ["| edges | parts | graviti partition | DGL partition_graph | DGL / ours | our stages (read, split, assign, halo, write) "
+            "| peak GB ours (driver + writers) | peak GB DGL | edge cut |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in result["runs"]:
+        o, d = r["ours"], r["dgl"]
+        stages = ", ".join(f"{v:.1f}" for v in o["stages"].values())
+        rows.append(f"| {r['target_edges']:,} | {r['parts']} | {o['seconds']:.1f} s | {d['seconds']:.1f} s | {r['speedup']:.2f}x "
+                    f"| {stages} s | {o['driver_peak_gb']:.2f} + {o['writers_peak_gb']:.2f} | {d['driver_peak_gb']:.2f} "
+                    f"| {o['edge_cut']:.1%} |")
+    return "\n".join(rows) + "\n\n" + _env_line(result)
+
+
 RENDERERS = {"generate": ("generate.json", generate_table), "encoder-cpu": ("encoder-cpu.json", encoder_table),
-             "encoder-cpu-tcmalloc": ("encoder-cpu-tcmalloc.json", encoder_table)}
+             "encoder-cpu-tcmalloc": ("encoder-cpu-tcmalloc.json", encoder_table),
+             "partition": ("partition.json", partition_table)}
 
 
 def main() -> None:
