@@ -174,9 +174,9 @@ class _PartitionWriter:
     """Builds the files of the partitions it is given (DGL format + halo features)."""
 
     def write(self, part_id: int, part, out_dir: str, ctx: dict) -> dict:
-        from dgl.data.utils import save_tensors
-        from dgl.distributed.partition import _save_graphs
-
+        save_tensors = dgl.data.utils.save_tensors
+        # DGL's own pre-save step (field dtypes, CSC sorted by edge type) keeps load_partition's checks happy.
+        _save_graphs = dgl.distributed.partition._save_graphs
         orig = part.ndata.pop("orig_id")
         orig_e = part.edata.pop("orig_id")
         # Fancy indexing copies out of Ray's read-only shared memory.
