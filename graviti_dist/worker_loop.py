@@ -1,0 +1,86 @@
+"""The per-worker training loop, runnable without Ray (Ray Train wraps it in the training issue).
+
+Builds the multi-task model for a partition's tasks, runs epochs of
+minibatches and evaluates with exact metrics; ``gather`` lets the same code
+reduce metrics across DDP workers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from graviti_dist.metrics import Gather, TaskMetric, single_worker
+from graviti_dist.model import EncoderConfig, MultiTaskModel, TaskSpec, build_balancer, build_encoder
+from graviti_dist.sampling import NodeMinibatches, WorkerPartition
+
+
+def task_specs(part: WorkerPartition) -> list[TaskSpec]:
+    """Head specs for the partition's node tasks, with the partitioner's training statistics."""
+    type_id = {name: i for i, name in enumerate(part.ntypes)}
+    specs = []
+    for task in part.manifest["tasks"]:
+        if task["type"] == "link":
+            continue
+        specs.append(TaskSpec(
+            name=task["name"], type=task["type"], node_type=type_id[task["node_type"]],
+            num_classes=len(task.get("classes") or []) or (task.get("num_classes") or 2),
+            width=task.get("width") or 1, target_mean=task.get("train_mean", 0.0), target_std=task.get("train_std", 1.0),
+        ))
+    return specs
+
+
+def build_model(part: WorkerPartition, encoder: EncoderConfig, balancing: str = "static") -> MultiTaskModel:
+    specs = task_specs(part)
+    encoder = EncoderConfig(**{**encoder.__dict__, "num_relations": len(part.manifest["etypes"])})
+    return MultiTaskModel(build_encoder(encoder, part.inputs), specs, build_balancer(balancing, [s.name for s in specs]))
+
+
+def train_epoch(model: MultiTaskModel, batches: NodeMinibatches, optimizer: torch.optim.Optimizer,
+                device: torch.device | str = "cpu") -> dict[str, float]:
+    """One pass over ``batches``; returns each task's mean loss."""
+    model.train()
+    sums: dict[str, float] = {}
+    count = 0
+    for batch in batches:
+        total, losses, _ = model.loss(batch.to(device))
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        for name, loss in losses.items():
+            sums[name] = sums.get(name, 0.0) + float(loss.detach())
+        count += 1
+    return {name: value / max(count, 1) for name, value in sums.items()}
+
+
+@torch.no_grad()
+def evaluate(model: MultiTaskModel, batches: NodeMinibatches, device: torch.device | str = "cpu",
+             gather: Gather = single_worker) -> dict[str, dict[str, float]]:
+    """Metrics of every node task on ``batches``' split (labelled seeds only)."""
+    model.eval()
+    metrics = {name: TaskMetric(spec.type, spec.num_classes) for name, spec in model.specs.items() if spec.type != "link"}
+    for batch in batches:
+        batch = batch.to(device)
+        _, outputs = model(batch)
+        for name, metric in metrics.items():
+            target, mask = batch.labels[name]
+            metric.update(model.heads[name].predict(outputs[name]), target, mask)
+    return {name: metric.compute(gather) for name, metric in metrics.items()}
+
+
+def fit_local(part: WorkerPartition, encoder: EncoderConfig, *, epochs: int, fanouts: list[int], batch_size: int = 512,
+              lr: float = 5e-3, seed: int = 0, balancing: str = "static") -> tuple[MultiTaskModel, dict]:
+    """Train on one partition in this process and return the model and its test metrics."""
+    torch.manual_seed(seed)
+    model = build_model(part, encoder, balancing)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    train = NodeMinibatches(part, fanouts, batch_size, "train", seed=seed)
+    history = []
+    for _ in range(epochs):
+        losses = train_epoch(model, train, optimizer)
+        model.balancer.end_epoch(losses)
+        history.append(losses)
+    test = NodeMinibatches(part, fanouts, batch_size, "test", shuffle=False)
+    return model, {"test": evaluate(model, test), "history": history,
+                   "final_loss": {k: v for k, v in history[-1].items() if not math.isnan(v)}}
