@@ -100,6 +100,17 @@ def _cmd_partition(args: argparse.Namespace) -> None:
           + ", ".join(f"{k} {v:.1f}s" for k, v in report["seconds"].items()))
 
 
+def _cmd_train(args: argparse.Namespace) -> None:
+    from graviti_dist.config import load_train_config
+    from graviti_dist.train import fit
+
+    config = load_train_config(args.config, args.set)
+    metrics = fit(config, address=args.address)
+    print(f"run directory: {config.out}")
+    print((Path(config.out) / "test_metrics.md").read_text() if (Path(config.out) / "test_metrics.md").exists()
+          else json.dumps(metrics, indent=2))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="graviti", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -168,6 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
     part.add_argument("--overwrite", action="store_true")
     part.add_argument("--check", type=Path, metavar="PARTITION_DIR", help="verify a partition set instead")
     part.set_defaults(func=_cmd_partition)
+
+    tr = sub.add_parser("train", help="multi-task GAT training on Ray Train workers with DDP")
+    tr.add_argument("config", type=Path, help="training config YAML (see launch/train.example.yaml)")
+    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting, e.g. model.hidden=32")
+    tr.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
+    tr.set_defaults(func=_cmd_train)
 
     demo = sub.add_parser("demo", help="the main job on an embedded default: a small synthetic crawl end to end")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="where the demo writes (default runs/demo)")

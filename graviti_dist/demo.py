@@ -2,9 +2,9 @@
 
 Today it runs what has landed: generate a small synthetic crawl, validate and
 summarise it, partition it in two with Ray actors and METIS (and verify the
-partitions), and draw one neighbour-sampled minibatch from a partition inside
-a Ray actor (the path every training worker will take). Training joins this
-command when it lands.
+partitions), draw one neighbour-sampled minibatch from a partition inside
+a Ray actor, then train the multi-task GAT on 2 Ray Train workers with DDP for
+a few epochs and print the per-task test metrics.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import ray
 import torch
 
 from graviti_dist._dgl import dgl
+from graviti_dist.config import ModelConfig, TrainConfig
 from graviti_dist.crawl.load import load_crawl
 from graviti_dist.crawl.summary import format_summary, summarize
 from graviti_dist.crawl.synthetic import SyntheticSpec
@@ -23,6 +24,7 @@ from graviti_dist.generate import generate_crawl
 from graviti_dist.partition import PartitionSpec, partition_crawl
 from graviti_dist.partition_check import check_partitions
 from graviti_dist.ray_cluster import ray_session
+from graviti_dist.train import fit
 
 FANOUTS = (10, 10)
 
@@ -39,30 +41,37 @@ class _SamplerProbe:
         return [{"src_nodes": b.num_src_nodes(), "dst_nodes": b.num_dst_nodes(), "edges": b.num_edges()} for b in blocks]
 
 
-def run_demo(out: str | Path, *, users: int = 2000, overwrite: bool = False) -> dict:
+def run_demo(out: str | Path, *, users: int = 2000, epochs: int = 4, overwrite: bool = False) -> dict:
     """Generate, validate, summarise and sample; prints each step and returns the summary."""
     out = Path(out)
     crawl_dir = out / "crawl"
-    if (crawl_dir.exists() or (out / "partitions").exists()) and not overwrite:
+    if (crawl_dir.exists() or (out / "partitions").exists() or (out / "run").exists()) and not overwrite:
         raise GravitiError(f"{out}: holds an earlier demo; pass --overwrite or choose --out")
     out.mkdir(parents=True, exist_ok=True)
     if users < 16:
         raise GravitiError(f"--users must be at least 16, got {users}")
     result = generate_crawl(crawl_dir, SyntheticSpec(users=users), overwrite=overwrite)
-    print(f"[1/4] generated {crawl_dir}: {result['edges']:,} edges in {result['seconds']:.1f}s\n")
+    print(f"[1/5] generated {crawl_dir}: {result['edges']:,} edges in {result['seconds']:.1f}s\n")
     crawl = load_crawl(crawl_dir)
     summary = summarize(crawl)
-    print("[2/4] validated:\n" + format_summary(summary) + "\n")
+    print("[2/5] validated:\n" + format_summary(summary) + "\n")
     parts_dir = out / "partitions"
     with ray_session(num_cpus=2, num_threads=1):
         report = partition_crawl(crawl_dir, parts_dir, PartitionSpec(num_parts=2), overwrite=overwrite)
         check_partitions(parts_dir)
-        print(f"[3/4] partitioned into {parts_dir}: 2 parts, edge cut {report['edge_cut_fraction']:.1%}, node balance "
+        print(f"[3/5] partitioned into {parts_dir}: 2 parts, edge cut {report['edge_cut_fraction']:.1%}, node balance "
               f"{report['nodes']['max_over_mean']}, halo replication {report['halo_replication']}x; --check passed\n")
         blocks = ray.get(_SamplerProbe.remote().sample.remote(str(parts_dir / "graph.json"), 0, 1024))
-    print(f"[4/4] a Ray actor loaded partition 0 and sampled a {len(FANOUTS)}-layer minibatch of 1024 nodes "
-          f"with fanouts {FANOUTS}:")
-    for i, block in enumerate(blocks):
-        print(f"      layer {i}: {block['src_nodes']:,} -> {block['dst_nodes']:,} nodes over {block['edges']:,} edges")
+        print(f"[4/5] a Ray actor loaded partition 0 and sampled a {len(FANOUTS)}-layer minibatch of 1024 nodes "
+              f"with fanouts {FANOUTS}:")
+        for i, block in enumerate(blocks):
+            print(f"      layer {i}: {block['src_nodes']:,} -> {block['dst_nodes']:,} nodes over {block['edges']:,} edges")
+        config = TrainConfig(partitions=str(parts_dir), out=str(out / "run"), epochs=epochs, num_workers=2,
+                             model=ModelConfig(hidden=32, heads=4, fanouts=list(FANOUTS)))
+        test_metrics = fit(config)
+    print(f"\n[5/5] trained on 2 Ray Train workers (DDP, gloo) for {epochs} epochs; test metrics "
+          f"(run directory {out / 'run'}):")
+    print((out / "run" / "test_metrics.md").read_text())
     summary["sampled_blocks"] = blocks
+    summary["test_metrics"] = test_metrics
     return summary

@@ -97,11 +97,11 @@ class NodeMinibatches:
     """
 
     def __init__(self, part: WorkerPartition, fanouts: list[int], batch_size: int, split: str = "train",
-                 seed: int = 0, shuffle: bool = True):
+                 seed: int = 0, shuffle: bool = True, tasks: list[str] | None = None):
         self.part, self.batch_size, self.split, self.shuffle = part, batch_size, split, shuffle
         self.sampler = dgl.dataloading.NeighborSampler(list(fanouts))
         self.generator = torch.Generator().manual_seed(seed)
-        self.tasks = [t for t in part.manifest["tasks"] if t["type"] != "link"]
+        self.tasks = [t for t in part.manifest["tasks"] if t["type"] != "link" and (tasks is None or t["name"] in tasks)]
         type_id = {name: i for i, name in enumerate(part.ntypes)}
         eligible = torch.zeros(part.graph.num_nodes(), dtype=torch.bool)
         for task in self.tasks:

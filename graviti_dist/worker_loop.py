@@ -31,10 +31,12 @@ def task_specs(part: WorkerPartition) -> list[TaskSpec]:
     return specs
 
 
-def build_model(part: WorkerPartition, encoder: EncoderConfig, balancing: str = "static") -> MultiTaskModel:
-    specs = task_specs(part)
+def build_model(part: WorkerPartition, encoder: EncoderConfig, balancing: str = "static", tasks: list[str] | None = None,
+                weights: dict[str, float] | None = None) -> MultiTaskModel:
+    """The multi-task model for the partition's node tasks (or the ``tasks`` subset), weights into the balancer."""
+    specs = [s for s in task_specs(part) if tasks is None or s.name in tasks]
     encoder = EncoderConfig(**{**encoder.__dict__, "num_relations": len(part.manifest["etypes"])})
-    return MultiTaskModel(build_encoder(encoder, part.inputs), specs, build_balancer(balancing, [s.name for s in specs]))
+    return MultiTaskModel(build_encoder(encoder, part.inputs), specs, build_balancer(balancing, [s.name for s in specs], weights))
 
 
 def train_epoch(model: MultiTaskModel, batches: NodeMinibatches, optimizer: torch.optim.Optimizer,

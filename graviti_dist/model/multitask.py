@@ -57,8 +57,16 @@ class MultiTaskModel(nn.Module):
         self.heads = nn.ModuleDict({spec.name: build_head(spec, encoder.out_dim) for spec in tasks})
         self.balancer = balancer
 
-    def forward(self, batch: MiniBatch) -> tuple[torch.Tensor, dict[str, object]]:
-        """Seed embeddings and every task's raw head output."""
+    def forward(self, batch: MiniBatch, with_loss: bool = False):
+        """Seed embeddings and every task's raw head output; with ``with_loss``, (total, losses, outputs).
+
+        The loss is computed inside forward so that DDP sees the balancer's
+        learned parameters as part of the step.
+        """
+        if with_loss:
+            _, outputs = self(batch)
+            losses = self.task_losses(batch, outputs)
+            return self.balancer(losses), losses, outputs
         emb = self.encoder(batch.blocks, batch.features)
         outputs: dict[str, object] = {}
         for name, head in self.heads.items():
@@ -84,6 +92,4 @@ class MultiTaskModel(nn.Module):
 
     def loss(self, batch: MiniBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, object]]:
         """(balanced total, per-task losses, head outputs) for one batch."""
-        _, outputs = self(batch)
-        losses = self.task_losses(batch, outputs)
-        return self.balancer(losses), losses, outputs
+        return self(batch, with_loss=True)

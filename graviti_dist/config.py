@@ -1,0 +1,134 @@
+"""Training configuration: pydantic models validated up front, YAML loading and dotted overrides.
+
+Imports nothing heavy, so a config can be checked without DGL, Ray or a GPU.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from graviti_dist.errors import GravitiError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(_Strict):
+    kind: Literal["gat", "mlp"] = Field("gat", description="mlp: the features-only baseline with the same heads")
+    hidden: int = Field(64, ge=1, description="width per head and of the embedding")
+    heads: int = Field(4, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    attn_dropout: float = Field(0.0, ge=0, lt=1)
+    gatv2: bool = False
+    layer_norm: bool = False
+    fanouts: list[int] = Field(default_factory=lambda: [10, 10], min_length=1,
+                               description="neighbours sampled per layer, outermost last; one GAT layer each")
+
+    @model_validator(mode="after")
+    def _positive_fanouts(self) -> "ModelConfig":
+        if any(f < 1 for f in self.fanouts):
+            raise ValueError("fanouts must be positive")
+        return self
+
+
+class OptimConfig(_Strict):
+    lr: float = Field(5e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    schedule: Literal["none", "cosine"] = "none"
+
+
+class EarlyStopping(_Strict):
+    metric: str = Field(description="TASK/METRIC on the validation split, e.g. interest/accuracy")
+    mode: Literal["max", "min"] = "max"
+    patience: int = Field(3, ge=1)
+
+
+class TrainConfig(_Strict):
+    partitions: str = Field(description="a partition set from graviti partition")
+    out: str = Field("runs/train", description="run directory: config, metrics.jsonl, plots, checkpoints")
+    tasks: list[str] | None = Field(None, description="subset of the partition set's node tasks (default: all)")
+    task_weights: dict[str, float] = Field(default_factory=dict)
+    balancing: Literal["static", "uncertainty", "dwa"] = "uncertainty"
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    batch_size: int = Field(512, ge=1)
+    epochs: int = Field(5, ge=1)
+    num_workers: int = Field(2, ge=1)
+    device: Literal["cpu", "cuda"] = "cpu"
+    threads_per_worker: int | None = Field(None, ge=1, description="default: the machine's cores / workers")
+    eval_every: int = Field(1, ge=1)
+    early_stopping: EarlyStopping | None = None
+    seed: int = 0
+    max_failures: int = Field(0, ge=0, description="Ray Train restarts after a worker dies")
+
+
+def _errors(exc: ValidationError, source: str) -> GravitiError:
+    lines = [f"  {'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors()]
+    return GravitiError(f"{source}: invalid training config:\n" + "\n".join(lines))
+
+
+def _set(tree: dict, dotted: str, value) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise GravitiError(f"--set {dotted}: {key!r} is not a section")
+    node[keys[-1]] = value
+
+
+def load_train_config(path: str | Path | None, overrides: list[str] = (), base: dict | None = None) -> TrainConfig:
+    """Read YAML (or start from ``base``), apply ``key.sub=value`` overrides (values parsed as YAML), validate."""
+    raw: dict = dict(base or {})
+    source = "config"
+    if path is not None:
+        path, source = Path(path), str(path)
+        if not path.is_file():
+            raise GravitiError(f"{path}: training config not found")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise GravitiError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise GravitiError(f"{path}: expected a mapping of training settings")
+        raw.update(loaded)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise GravitiError(f"--set {item!r}: expected KEY=VALUE, e.g. model.hidden=32")
+        _set(raw, key, yaml.safe_load(value))
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise _errors(exc, source) from None
+
+
+def check_against_partitions(config: TrainConfig) -> dict:
+    """Validate the config against the partition set's manifest; returns the manifest."""
+    part_dir = Path(config.partitions)
+    manifest_path = part_dir / "manifest.json"
+    if not manifest_path.is_file():
+        raise GravitiError(f"partitions: {part_dir} is not a finished partition set (no manifest.json)")
+    manifest = json.loads(manifest_path.read_text())
+    node_tasks = [t["name"] for t in manifest["tasks"] if t["type"] != "link"]
+    for name in (config.tasks or []) + list(config.task_weights):
+        if name not in node_tasks:
+            raise GravitiError(f"tasks: {name!r} is not a node task of {part_dir} (tasks there: {node_tasks})")
+    hops = manifest["spec"]["num_hops"]
+    if len(config.model.fanouts) > hops:
+        raise GravitiError(f"model.fanouts: {len(config.model.fanouts)} layers need a halo of {len(config.model.fanouts)} hops, "
+                           f"but {part_dir} was partitioned with --num-hops {hops}")
+    parts = manifest["spec"]["num_parts"]
+    if config.num_workers > parts:
+        raise GravitiError(f"num_workers: {config.num_workers} workers but {part_dir} has only {parts} partitions")
+    if config.early_stopping is not None:
+        task, _, metric = config.early_stopping.metric.partition("/")
+        if task not in node_tasks or not metric:
+            raise GravitiError(f"early_stopping.metric: {config.early_stopping.metric!r} is not TASK/METRIC of a node task")
+    return manifest

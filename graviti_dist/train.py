@@ -1,0 +1,247 @@
+"""``graviti train``: neighbour-sampled multi-task training on Ray Train workers with DDP.
+
+Worker ``i`` of ``W`` owns partitions i, i+W, ...; every worker runs the same
+number of steps per epoch (agreed with an all-reduce, shorter workers cycle
+their batches) so uneven partitions cannot hang DDP. Metrics are exact across
+workers (predictions gathered). Rank 0 writes the run directory.
+
+Marked Ray touchpoints: [1] prepare the model for DDP, [2] report metrics and
+checkpoints, [3] restore from a checkpoint, [4] the trainer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import ray
+import ray.train
+import torch
+import torch.distributed as dist
+import yaml
+from ray.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from graviti_dist._dgl import set_threads
+from graviti_dist.config import TrainConfig, check_against_partitions, load_train_config
+from graviti_dist.errors import GravitiError
+from graviti_dist.metrics import TaskMetric, torch_distributed_gather
+from graviti_dist.model import EncoderConfig
+from graviti_dist.ray_cluster import ray_session
+from graviti_dist.sampling import NodeMinibatches, load_worker_partition
+from graviti_dist.worker_loop import build_model
+
+CHECKPOINT_FILE = "state.pt"
+METRICS_FILE = "metrics.jsonl"
+
+
+def _encoder_config(config: TrainConfig) -> EncoderConfig:
+    m = config.model
+    return EncoderConfig(kind=m.kind, hidden=m.hidden, heads=m.heads, layers=len(m.fanouts), dropout=m.dropout,
+                         attn_dropout=m.attn_dropout, gatv2=m.gatv2, layer_norm=m.layer_norm)
+
+
+def _cycle_steps(batches: list[NodeMinibatches], steps: int):
+    """``steps`` minibatches drawn round-robin from this worker's partitions, cycling when exhausted."""
+    iterators = [iter(b) for b in batches]
+    i = 0
+    for _ in range(steps):
+        k = i % len(batches)
+        try:
+            yield next(iterators[k])
+        except StopIteration:
+            iterators[k] = iter(batches[k])
+            yield next(iterators[k])
+        i += 1
+
+
+def _flat(prefix: str, nested: dict) -> dict:
+    return {f"{prefix}{task}/{name}": value for task, values in nested.items() for name, value in values.items()}
+
+
+def train_loop_per_worker(config_dict: dict) -> None:
+    """Runs in each Ray Train worker; ``config_dict`` is a TrainConfig as a plain dict."""
+    config = TrainConfig.model_validate(config_dict)
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    set_threads(config.threads_per_worker or max(1, (os.cpu_count() or 2) // world))
+    torch.manual_seed(config.seed)
+    device = ray.train.torch.get_device() if config.device == "cuda" else torch.device("cpu")
+    manifest = json.loads((Path(config.partitions) / "manifest.json").read_text())
+    owned = list(range(rank, manifest["spec"]["num_parts"], world))
+    parts = [load_worker_partition(config.partitions, p) for p in owned]
+    fanouts = list(config.model.fanouts)
+    tasks = config.tasks
+    train = [NodeMinibatches(p, fanouts, config.batch_size, "train", seed=config.seed * 1000 + k, tasks=tasks)
+             for k, p in zip(owned, parts)]
+    val = [NodeMinibatches(p, fanouts, config.batch_size, "val", shuffle=False, tasks=tasks) for p in parts]
+    test = [NodeMinibatches(p, fanouts, config.batch_size, "test", shuffle=False, tasks=tasks) for p in parts]
+    model = build_model(parts[0], _encoder_config(config), config.balancing, tasks, config.task_weights).to(device)
+    core = model
+    # [1] DDP; a batch may lack a node type, so some input projections go unused in a step.
+    model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
+    optimizer = torch.optim.Adam(core.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
+    schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs) if config.optim.schedule == "cosine" else None)
+    start_epoch, best, best_state, stale = 0, None, None, 0
+    checkpoint = ray.train.get_checkpoint()  # [3] resume after a failure or with --resume
+    if checkpoint:
+        with checkpoint.as_directory() as directory:
+            state = torch.load(Path(directory) / CHECKPOINT_FILE, weights_only=False)
+        core.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if schedule is not None and state.get("schedule"):
+            schedule.load_state_dict(state["schedule"])
+        start_epoch, best, best_state, stale = state["epoch"] + 1, state["best"], state["best_state"], state["stale"]
+        torch.set_rng_state(state["rng"])
+    if rank == 0:
+        _truncate_history(Path(config.out) / METRICS_FILE, start_epoch)  # epochs after the checkpoint run again
+    for epoch in range(start_epoch, config.epochs):
+        steps = torch.tensor([sum(len(b) for b in train)], dtype=torch.long)
+        dist.all_reduce(steps, op=dist.ReduceOp.MAX)
+        model.train()
+        started, seeds, sums = time.perf_counter(), 0, {}
+        for batch in _cycle_steps(train, int(steps)):
+            batch = batch.to(device)
+            total, losses, _ = model(batch, with_loss=True)
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+            seeds += batch.num_seeds
+            for name, loss in losses.items():
+                sums[name] = sums.get(name, 0.0) + float(loss.detach())
+        if schedule is not None:
+            schedule.step()
+        totals = torch.tensor([seeds, *(sums.get(n, 0.0) for n in core.specs)], dtype=torch.float64)
+        dist.all_reduce(totals)
+        epoch_time = time.perf_counter() - started
+        mean_losses = {n: float(totals[i + 1]) / (world * max(int(steps), 1)) for i, n in enumerate(core.specs)}
+        core.balancer.end_epoch(mean_losses)
+        record = {"epoch": epoch, "train_seeds": int(totals[0]), "epoch_time_s": round(epoch_time, 3),
+                  "seeds_per_s": round(float(totals[0]) / epoch_time, 1), "steps": int(steps),
+                  "ddp_param_spread": _param_spread(core, world),
+                  **{f"loss/{n}": v for n, v in mean_losses.items()},
+                  **{f"weight/{n}": w for n, w in core.balancer.effective_weights().items()}}
+        if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
+            metrics = _evaluate(core, val, device)
+            record.update(_flat("val/", metrics))
+            score = _score(config, metrics, mean_losses)
+            if best is None or score > best:
+                best, best_state, stale = score, {k: v.detach().clone() for k, v in core.state_dict().items()}, 0
+            else:
+                stale += 1
+        stop = config.early_stopping is not None and stale >= config.early_stopping.patience
+        _report(record, core, optimizer, schedule, epoch, best, best_state, stale, rank, Path(config.out))  # [2]
+        if stop:
+            break
+    if best_state is not None:
+        core.load_state_dict(best_state)
+    final = _evaluate(core, test, device)
+    if rank == 0:
+        _write_run_outputs(config, final, core)
+
+
+def _param_spread(core, world: int) -> float:
+    """Largest difference between workers' parameter checksums: 0 while DDP keeps replicas identical."""
+    checksum = torch.tensor([sum(float(p.detach().double().sum()) for p in core.parameters())], dtype=torch.float64)
+    gathered = [torch.zeros_like(checksum) for _ in range(world)]
+    dist.all_gather(gathered, checksum)
+    values = torch.cat(gathered)
+    return float(values.max() - values.min())
+
+
+def _evaluate(core, batches, device) -> dict:
+    """Exact metrics over every worker's partitions: one gather per task."""
+    accumulators = {n: TaskMetric(s.type, s.num_classes) for n, s in core.specs.items()}
+    core.eval()
+    with torch.no_grad():
+        for b in batches:
+            for batch in b:
+                batch = batch.to(device)
+                _, outputs = core(batch)
+                for name, metric in accumulators.items():
+                    target, mask = batch.labels[name]
+                    metric.update(core.heads[name].predict(outputs[name]), target, mask)
+    return {n: m.compute(torch_distributed_gather) for n, m in accumulators.items()}
+
+
+def _score(config: TrainConfig, metrics: dict, losses: dict) -> float:
+    if config.early_stopping is None:
+        return -sum(v for v in losses.values() if not math.isnan(v))
+    task, _, name = config.early_stopping.metric.partition("/")
+    value = metrics.get(task, {}).get(name, math.nan)
+    if math.isnan(value):
+        return -math.inf
+    return value if config.early_stopping.mode == "max" else -value
+
+
+def _truncate_history(path: Path, start_epoch: int) -> None:
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["epoch"] < start_epoch]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def _report(record, core, optimizer, schedule, epoch, best, best_state, stale, rank, out: Path) -> None:
+    if rank != 0:
+        ray.train.report(record)
+        return
+    with (out / METRICS_FILE).open("a") as f:
+        f.write(json.dumps(record) + "\n")
+    with tempfile.TemporaryDirectory() as directory:
+        torch.save({"model": core.state_dict(), "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict() if schedule is not None else None, "epoch": epoch, "best": best,
+                    "best_state": best_state, "stale": stale, "rng": torch.get_rng_state()}, Path(directory) / CHECKPOINT_FILE)
+        ray.train.report(record, checkpoint=Checkpoint.from_directory(directory))
+
+
+def _write_run_outputs(config: TrainConfig, test_metrics: dict, core) -> None:
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "test_metrics.json").write_text(json.dumps(test_metrics, indent=2))
+    rows = ["| task | metric | value |", "|---|---|---|"]
+    for task, values in test_metrics.items():
+        rows += [f"| {task} | {name} | {value:.4f} |" for name, value in values.items() if name != "count"]
+    (out / "test_metrics.md").write_text("\n".join(rows) + "\n")
+    torch.save(core.state_dict(), out / "best_model.pt")
+
+
+def fit(config: TrainConfig, *, address: str | None = None) -> dict:
+    """Validate against the partitions, run Ray Train, collect metrics.jsonl; returns the final test metrics."""
+    check_against_partitions(config)
+    out = Path(config.out).absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    config = config.model_copy(update={"out": str(out), "partitions": str(Path(config.partitions).absolute())})
+    (out / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    threads = config.threads_per_worker or max(1, (os.cpu_count() or 2) // config.num_workers)
+    with ray_session(address, num_threads=threads):
+        trainer = TorchTrainer(  # [4]
+            train_loop_per_worker, train_loop_config=config.model_dump(mode="json"),
+            scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.device == "cuda",
+                                         resources_per_worker={"CPU": 1}),
+            run_config=RunConfig(storage_path=str(out / "ray"), name="train",
+                                 failure_config=FailureConfig(max_failures=config.max_failures)),
+        )
+        (out / METRICS_FILE).unlink(missing_ok=True)
+        try:
+            result = trainer.fit()
+        except Exception as exc:  # Ray wraps worker failures; show the cause, not Ray's internals
+            raise GravitiError(f"training failed: {exc}") from None
+        if getattr(result, "error", None) is not None:
+            raise GravitiError(f"training failed: {result.error}")
+    return json.loads((out / "test_metrics.json").read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m graviti_dist.train CONFIG [--set k=v ...]`` (what a Ray job runs)."""
+    from graviti_dist.cli import main as cli_main
+
+    return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
