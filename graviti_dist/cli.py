@@ -71,7 +71,7 @@ def _cmd_generate(args: argparse.Namespace) -> None:
 def _cmd_demo(args: argparse.Namespace) -> None:
     from graviti_dist.demo import run_demo
 
-    run_demo(args.out, users=args.users, overwrite=args.overwrite)
+    run_demo(args.out, users=args.users, epochs=args.epochs, overwrite=args.overwrite)
 
 
 def _cmd_partition(args: argparse.Namespace) -> None:
@@ -189,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the main job on an embedded default: a small synthetic crawl end to end")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="where the demo writes (default runs/demo)")
     demo.add_argument("--users", type=int, default=2000)
+    demo.add_argument("--epochs", type=int, default=4)
     demo.add_argument("--overwrite", action="store_true", help="replace an earlier demo's output")
     demo.set_defaults(func=_cmd_demo)
     return parser

@@ -1,19 +1,18 @@
-"""The README's main-job command, end to end: generate -> validate -> partition (+ check) -> sample in a Ray actor."""
+"""The README's main-job command, end to end in a fresh process: generate -> validate -> partition (+ check)
+-> sample in a Ray actor -> train on 2 Ray Train workers."""
 
-import pytest
-
-from graviti_dist.demo import run_demo
-from graviti_dist.errors import GravitiError
+import subprocess
+import sys
 
 
-def test_demo_runs_end_to_end(tmp_path, ray_local, capsys):
-    summary = run_demo(tmp_path / "demo", users=800, epochs=2)
-    out = capsys.readouterr().out
+def test_demo_runs_end_to_end(tmp_path):
+    command = [sys.executable, "-m", "graviti_dist.cli", "demo", "--out", str(tmp_path / "demo"), "--users", "800",
+               "--epochs", "2"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
     assert "[5/5]" in out and "--check passed" in out and "| interest | accuracy |" in out
-    assert set(summary["test_metrics"]) == {"interest", "influence", "is_bot", "is_rumor"}
-    assert summary["node_types"]["user"]["count"] == 600 and len(summary["tasks"]) == 5
-    last = summary["sampled_blocks"][-1]
-    assert last["dst_nodes"] > 0 and last["edges"] > 0
     assert (tmp_path / "demo" / "partitions" / "manifest.json").exists()
-    with pytest.raises(GravitiError, match="earlier demo"):
-        run_demo(tmp_path / "demo", users=800)
+    assert (tmp_path / "demo" / "run" / "metrics.jsonl").read_text().count("\n") == 2
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 2 and "earlier demo" in again.stderr

@@ -1,6 +1,8 @@
 """graviti train on Ray Train: 2 CPU workers with DDP (gloo) on 2 partitions of a synthetic crawl."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -22,10 +24,18 @@ def two_parts(tmp_path_factory, ray_local):
 
 
 def test_two_workers_train_jointly_and_stay_in_sync(two_parts, tmp_path):
-    config = load_train_config(None, [f"partitions={two_parts}", f"out={tmp_path / 'run'}", "epochs=3", "num_workers=2",
-                                      "model.hidden=16", "model.heads=2", "batch_size=256",
-                                      "tasks=[interest, influence, is_bot, is_rumor]", "task_weights={is_rumor: 0.5}"])
-    test_metrics = fit(config)
+    # Through the CLI in a fresh process with its own local Ray: what `ray job submit -- graviti train` runs,
+    # and Ray Train's controller never shares a Ray instance with the other tests.
+    overrides = [f"partitions={two_parts}", f"out={tmp_path / 'run'}", "epochs=3", "num_workers=2", "model.hidden=16",
+                 "model.heads=2", "batch_size=256", "tasks=[interest, influence, is_bot, is_rumor]",
+                 "task_weights={is_rumor: 0.5}"]
+    config_file = tmp_path / "train.yaml"
+    config_file.write_text("balancing: uncertainty\n")
+    command = [sys.executable, "-m", "graviti_dist.train", str(config_file)] + [a for o in overrides for a in ("--set", o)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| interest | accuracy |" in result.stdout
+    test_metrics = json.loads((tmp_path / "run" / "test_metrics.json").read_text())
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [0, 1, 2]
     for r in records:
