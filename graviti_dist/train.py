@@ -11,6 +11,7 @@ checkpoints, [3] restore from a checkpoint, [4] the trainer.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -30,11 +31,11 @@ from ray.train.torch import TorchTrainer
 from graviti_dist._dgl import set_threads
 from graviti_dist.config import TrainConfig, check_against_partitions, load_train_config
 from graviti_dist.errors import GravitiError
-from graviti_dist.metrics import TaskMetric, torch_distributed_gather
+from graviti_dist.metrics import torch_distributed_gather
 from graviti_dist.model import EncoderConfig
 from graviti_dist.ray_cluster import ray_session
 from graviti_dist.sampling import NodeMinibatches, load_worker_partition
-from graviti_dist.worker_loop import build_model
+from graviti_dist.worker_loop import build_model, evaluate
 
 CHECKPOINT_FILE = "state.pt"
 METRICS_FILE = "metrics.jsonl"
@@ -154,19 +155,9 @@ def _param_spread(core, world: int) -> float:
     return float(values.max() - values.min())
 
 
-def _evaluate(core, batches, device) -> dict:
-    """Exact metrics over every worker's partitions: one gather per task."""
-    accumulators = {n: TaskMetric(s.type, s.num_classes) for n, s in core.specs.items()}
-    core.eval()
-    with torch.no_grad():
-        for b in batches:
-            for batch in b:
-                batch = batch.to(device)
-                _, outputs = core(batch)
-                for name, metric in accumulators.items():
-                    target, mask = batch.labels[name]
-                    metric.update(core.heads[name].predict(outputs[name]), target, mask)
-    return {n: m.compute(torch_distributed_gather) for n, m in accumulators.items()}
+def _evaluate(core, batches: list[NodeMinibatches], device) -> dict:
+    """Exact metrics over every worker's partitions: predictions of all of them gathered per task."""
+    return evaluate(core, itertools.chain.from_iterable(batches), device, gather=torch_distributed_gather)
 
 
 def _score(config: TrainConfig, metrics: dict, losses: dict) -> float:

@@ -8,11 +8,12 @@ reduce metrics across DDP workers.
 from __future__ import annotations
 
 import math
+from typing import Iterable
 
 import torch
 
 from graviti_dist.metrics import Gather, TaskMetric, single_worker
-from graviti_dist.model import EncoderConfig, MultiTaskModel, TaskSpec, build_balancer, build_encoder
+from graviti_dist.model import EncoderConfig, MiniBatch, MultiTaskModel, TaskSpec, build_balancer, build_encoder
 from graviti_dist.sampling import NodeMinibatches, WorkerPartition
 
 
@@ -57,9 +58,10 @@ def train_epoch(model: MultiTaskModel, batches: NodeMinibatches, optimizer: torc
 
 
 @torch.no_grad()
-def evaluate(model: MultiTaskModel, batches: NodeMinibatches, device: torch.device | str = "cpu",
+def evaluate(model: MultiTaskModel, batches: Iterable[MiniBatch], device: torch.device | str = "cpu",
              gather: Gather = single_worker) -> dict[str, dict[str, float]]:
-    """Metrics of every node task on ``batches``' split (labelled seeds only)."""
+    """Metrics of every node task over ``batches`` (labelled seeds of their split only); ``gather``
+    collects every worker's predictions first, so the metrics are exact under DDP."""
     model.eval()
     metrics = {name: TaskMetric(spec.type, spec.num_classes) for name, spec in model.specs.items() if spec.type != "link"}
     for batch in batches:
