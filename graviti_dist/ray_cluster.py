@@ -43,10 +43,12 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None, num_
     if ray.is_initialized():
         yield
         return
-    runtime_env = ray_runtime_env(num_threads=num_threads)
-    kwargs: dict = {"runtime_env": runtime_env, "log_to_driver": True}
-    if address is None:
-        address = os.environ.get("RAY_ADDRESS")
+    kwargs: dict = {"runtime_env": ray_runtime_env(num_threads=num_threads), "log_to_driver": True}
+    if address is None and os.environ.get("RAY_ADDRESS"):
+        # Inside `ray job submit`: the job's runtime_env (launch/runtime_env.yaml) already names our
+        # setup hook and thread counts, and Ray refuses a driver env that redefines them.
+        address = os.environ["RAY_ADDRESS"]
+        kwargs.pop("runtime_env")
     if address is None:
         kwargs.update(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False)
     else:

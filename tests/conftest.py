@@ -17,6 +17,8 @@ DATASETS = Path(os.environ.get("GRAVITI_DATASETS", REPO.parent / "shared" / "dat
 def pytest_collection_modifyitems(config, items):
     import torch
 
+    # `ray stop` in the job-submission test ends every Ray process on the machine: run it last.
+    items.sort(key=lambda item: "ray_cluster" in item.keywords)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="no CUDA device on this machine")
