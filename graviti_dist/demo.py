@@ -68,7 +68,7 @@ def run_demo(out: str | Path, *, users: int = 2000, epochs: int = 4, overwrite: 
             print(f"      layer {i}: {block['src_nodes']:,} -> {block['dst_nodes']:,} nodes over {block['edges']:,} edges")
         config = TrainConfig(partitions=str(parts_dir), out=str(out / "run"), epochs=epochs, num_workers=2,
                              model=ModelConfig(hidden=32, heads=4, fanouts=list(FANOUTS)))
-        test_metrics = fit(config)
+        test_metrics = fit(config, overwrite=overwrite)
     print(f"\n[5/5] trained on 2 Ray Train workers (DDP, gloo) for {epochs} epochs; test metrics "
           f"(run directory {out / 'run'}):")
     print((out / "run" / "test_metrics.md").read_text())

@@ -201,10 +201,12 @@ def _write_run_outputs(config: TrainConfig, test_metrics: dict, core) -> None:
     torch.save(core.state_dict(), out / "best_model.pt")
 
 
-def fit(config: TrainConfig, *, address: str | None = None) -> dict:
+def fit(config: TrainConfig, *, address: str | None = None, overwrite: bool = False) -> dict:
     """Validate against the partitions, run Ray Train, collect metrics.jsonl; returns the final test metrics."""
     check_against_partitions(config)
     out = Path(config.out).absolute()
+    if (out / METRICS_FILE).exists() and not overwrite:
+        raise GravitiError(f"out: {out} already holds a run (metrics.jsonl); choose another out or pass --overwrite")
     out.mkdir(parents=True, exist_ok=True)
     config = config.model_copy(update={"out": str(out), "partitions": str(Path(config.partitions).absolute())})
     (out / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))

@@ -60,6 +60,11 @@ def test_config_errors_name_the_field(two_parts, tmp_path, capsys):
         fit(load_train_config(None, [f"partitions={two_parts}", "tasks=[likes]", f"out={tmp_path}/r"]))
     with pytest.raises(GravitiError, match="only 2 partitions"):
         fit(load_train_config(None, [f"partitions={two_parts}", "num_workers=3", f"out={tmp_path}/r"]))
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "metrics.jsonl").write_text("{}\n")
+    with pytest.raises(GravitiError, match="already holds a run"):
+        fit(load_train_config(None, [f"partitions={two_parts}", f"out={tmp_path}/done"]))
+    assert (tmp_path / "done" / "metrics.jsonl").read_text() == "{}\n"
     config_file = tmp_path / "c.yaml"
     config_file.write_text("partitions: [unclosed")
     assert main(["train", str(config_file)]) == 2
