@@ -29,7 +29,7 @@ from ray.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from graviti_dist._dgl import set_threads
-from graviti_dist.config import TrainConfig, check_against_partitions, load_train_config
+from graviti_dist.config import TrainConfig, check_against_partitions
 from graviti_dist.errors import GravitiError
 from graviti_dist.metrics import torch_distributed_gather
 from graviti_dist.model import EncoderConfig

@@ -2,11 +2,9 @@
 
 import numpy as np
 import pyarrow as pa
-import pytest
 
 from graviti_dist.cli import main
 from graviti_dist.crawl.load import load_crawl
-from graviti_dist.errors import GravitiError
 from tests.conftest import small_schema, small_tables, write_crawl
 
 
