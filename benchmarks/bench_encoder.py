@@ -31,6 +31,7 @@ from graviti_dist.crawl.synthetic import SyntheticSpec
 from graviti_dist.generate import generate_crawl
 from graviti_dist.graph import build_graph, to_homogeneous
 from graviti_dist.model import Block, GATLayer
+from graviti_dist.model.ops import KERNELS, KERNELS_ENV, kernels_for
 
 HEADS, HIDDEN, FANOUTS, BATCH, IN_DIM = 4, 64, (10, 10), 1024, 64
 
@@ -44,6 +45,22 @@ class OursGAT(nn.Module):
     def forward(self, blocks, x):
         h = F.elu(self.l1(blocks[0], x).flatten(1))
         return self.l2(blocks[1], h).mean(1)
+
+
+class WithKernels(nn.Module):
+    """Runs a model with one kernel family forced (the choice is read at forward time)."""
+
+    def __init__(self, model: nn.Module, kernels: str):
+        super().__init__()
+        self.model, self.kernels = model, kernels
+
+    def forward(self, blocks, x):
+        previous = os.environ.get(KERNELS_ENV)
+        os.environ[KERNELS_ENV] = self.kernels
+        try:
+            return self.model(blocks, x)
+        finally:
+            os.environ.pop(KERNELS_ENV) if previous is None else os.environ.__setitem__(KERNELS_ENV, previous)
 
 
 class DGLGAT(nn.Module):
@@ -92,7 +109,7 @@ def sample_batches(users: int, batches: int, workdir: Path) -> list:
 def convert(blocks, system: str, device):
     if system == "dgl":
         return [b.to(device) for b in blocks]
-    if system == "ours":
+    if system.startswith("ours"):
         return [Block.from_edges(*b.edges(), b.num_src_nodes(), b.num_dst_nodes()).to(device) for b in blocks]
     return [(torch.stack(b.edges()).to(device), (b.num_src_nodes(), b.num_dst_nodes())) for b in blocks]
 
@@ -159,6 +176,11 @@ def main() -> None:
         print("torch_geometric not installed: skipping PyG")
     if device.type == "cuda":
         systems.pop("dgl")  # DGL's PyPI build has no CUDA
+        # Both kernel families side by side: which is CUDA's default is decided from this result.
+        default = kernels_for(device)
+        for other in KERNELS:
+            if other != default:
+                systems[f"ours-{other}"] = WithKernels(OursGAT(), other)
     results = {}
     timings = time_systems(systems, {name: [convert(b, name, device) for b in sampled] for name in systems},
                            features, device, args.repeat)
@@ -170,7 +192,7 @@ def main() -> None:
     for name in results:
         results[name]["speedup_of_ours"] = round(results[name]["ms_per_batch"] / results["ours"]["ms_per_batch"], 2)
     edges = [sum(b.num_edges() for b in blocks) for blocks in sampled]
-    payload = {"benchmark": "encoder", "device": str(device), "threads": args.threads, "allocator": args.allocator,
+    payload = {"benchmark": "encoder", "device": str(device), "kernels": kernels_for(device), "threads": args.threads, "allocator": args.allocator,
                "graph": {"users": args.users, "nodes": graph.num_nodes(), "edges": graph.num_edges()},
                "model": {"layers": 2, "heads": HEADS, "hidden": HIDDEN, "in_dim": IN_DIM, "fanouts": FANOUTS, "batch": BATCH},
                "sampled_edges_per_batch": round(statistics.mean(edges)), "results": results}
@@ -190,9 +212,9 @@ def plot(payload: dict, path: Path) -> None:
     values = [payload["results"][n]["seeds_per_s"] for n in names]
     low_high = [[BATCH / (payload["results"][n]["spread_ms"][1] / 1e3), BATCH / (payload["results"][n]["spread_ms"][0] / 1e3)]
                 for n in names]
-    errors = [[v - lo for v, (lo, _) in zip(values, low_high)], [hi - v for v, (_, hi) in zip(values, low_high)]]
+    errors = [[max(0.0, v - lo) for v, (lo, _) in zip(values, low_high)], [max(0.0, hi - v) for v, (_, hi) in zip(values, low_high)]]
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.bar(names, values, yerr=errors, capsize=4, color=["tab:green", "tab:blue", "tab:orange"][: len(names)])
+    ax.bar(names, values, yerr=errors, capsize=4, color=["tab:green", "tab:blue", "tab:orange", "tab:olive"][: len(names)])
     ax.set(ylabel="seeds / s (forward + backward)",
            title=f"2-layer GAT, 4x64, fanout 10,10, batch 1024 - {payload['device']}, {payload['threads']} threads, "
                  f"{payload['allocator']} malloc")

@@ -11,18 +11,15 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import ray
 from tqdm import tqdm
 
 from graviti_dist.crawl.schema import schema_from_dict
 from graviti_dist.crawl.synthetic import SyntheticSpec, generate_blocks, schema_dict
 from graviti_dist.crawl.write import CrawlWriter, write_shard
-from graviti_dist.ray_cluster import ray_session
 
 DEFAULT_SHARD_ROWS = 1_000_000
 
 
-@ray.remote
 def _generate_chunk(spec: SyntheticSpec, first: int, last: int, root: str, shard_rows: int, label: str) -> dict:
     def write(folder, name, table, shard_label):
         write_shard(Path(root), folder, name, table, shard_label)
@@ -64,11 +61,17 @@ def generate_crawl(
 
 
 def _generate_with_ray(spec: SyntheticSpec, root: Path, shard_rows: int, address: str | None) -> dict:
+    # Ray is imported here only: the in-process path must run where Ray is absent (GPU images).
+    import ray
+
+    from graviti_dist.ray_cluster import ray_session
+
+    generate_chunk = ray.remote(_generate_chunk)
     with ray_session(address):
         workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
         per_chunk = max(1, -(-spec.num_blocks // (4 * workers)))  # ~4 chunks per CPU evens out stragglers
         chunks = [(b, min(b + per_chunk, spec.num_blocks)) for b in range(0, spec.num_blocks, per_chunk)]
-        refs = [_generate_chunk.remote(spec, a, b, str(root), shard_rows, f"{i:05d}") for i, (a, b) in enumerate(chunks)]
+        refs = [generate_chunk.remote(spec, a, b, str(root), shard_rows, f"{i:05d}") for i, (a, b) in enumerate(chunks)]
         totals: dict = {}
         for part in ray.get(refs):
             for key, n in part.items():

@@ -12,8 +12,6 @@ import os
 import socket
 from typing import Iterator
 
-import ray
-
 from graviti_dist.runtime_env import ray_runtime_env
 from graviti_dist.errors import GravitiError
 
@@ -40,6 +38,8 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None, num_
     If Ray is already initialised in this process (a test session, a Ray job
     driver), it is reused as is.
     """
+    import ray  # here, not at module level: callers that run without Ray never pay for or need it
+
     if ray.is_initialized():
         yield
         return

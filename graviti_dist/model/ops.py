@@ -7,10 +7,15 @@ matmul on the transposed block for ``x`` and a sampled dense-dense product
 (SDDMM) for ``a``. Nothing of shape (E, heads, D) is ever built: measured here
 on a 110k-edge block with 4x64 features, 21 ms forward instead of 217 ms for
 gather + index_add.
+
+On CUDA, cuSPARSE's addmm into a strided view gave wrong sums (measured on an
+H100 with torch 2.11), so there every sparse product reads and writes contiguous
+tensors; which kernel family a device uses is :func:`kernels_for`.
 """
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import torch
@@ -34,6 +39,25 @@ def edge_softmax(scores: torch.Tensor, dst: torch.Tensor, num_dst: int) -> torch
     return exp / total.gather(0, index)
 
 
+KERNELS_ENV = "GRAVITI_KERNELS"
+KERNELS = ("sparse", "gather")
+
+
+def kernels_for(device: torch.device) -> str:
+    """``sparse`` (CSR matmuls, no (E, heads, D) tensor) or ``gather`` (index_select + index_add, what
+    PyG does). ``GRAVITI_KERNELS`` overrides the per-device default."""
+    chosen = os.environ.get(KERNELS_ENV, "auto")
+    if chosen in KERNELS:
+        return chosen
+    if chosen != "auto":
+        raise ValueError(f"{KERNELS_ENV}={chosen!r}: expected one of auto, sparse, gather")
+    return DEFAULT_KERNELS.get(device.type, "gather")
+
+
+# Per device type; CUDA's default is set from benchmarks/results/encoder-cuda.json.
+DEFAULT_KERNELS = {"cpu": "sparse", "cuda": "gather"}
+
+
 def _spmm_into(out: torch.Tensor, indptr: torch.Tensor, indices: torch.Tensor, values: torch.Tensor,
                dense: torch.Tensor) -> None:
     """out = CSR(indptr, indices, values) @ dense, written in place.
@@ -43,6 +67,9 @@ def _spmm_into(out: torch.Tensor, indptr: torch.Tensor, indices: torch.Tensor, v
     over all heads, which spends its time on empty rows and a zero-filled output.
     """
     matrix = torch.sparse_csr_tensor(indptr, indices, values, (out.shape[0], dense.shape[0]), check_invariants=False)
+    if out.device.type != "cpu":  # only MKL's addmm was seen to honour strided views
+        out.copy_(matrix @ dense.contiguous())
+        return
     try:
         torch.addmm(out, matrix, dense, beta=0.0, out=out)
     except (RuntimeError, NotImplementedError):  # a backend without sparse addmm into a view
@@ -85,8 +112,11 @@ def _sddmm(block: Block, left: torch.Tensor, right: torch.Tensor) -> torch.Tenso
     num_cols = block.num_src if shared else block.num_src * heads
     pattern = torch.sparse_csr_tensor(indptr, indices, left.new_zeros(indices.numel()),
                                       (block.num_dst * heads, num_cols), check_invariants=False)
+    right_t = right.reshape(-1, width).t()
+    if right.device.type != "cpu":
+        right_t = right_t.contiguous()
     try:
-        sampled = torch.sparse.sampled_addmm(pattern, left.reshape(-1, width), right.reshape(-1, width).t(), beta=0.0)
+        sampled = torch.sparse.sampled_addmm(pattern, left.reshape(-1, width).contiguous(), right_t, beta=0.0)
     except (RuntimeError, NotImplementedError):  # a backend without this SDDMM: gather, at (E, heads, D) cost
         src = right.index_select(0, block.src)
         return (left.index_select(0, block.dst) * (src.unsqueeze(1) if shared else src)).sum(-1)
@@ -167,6 +197,8 @@ def aggregate(attn: torch.Tensor, feat: torch.Tensor, block: Block) -> torch.Ten
     """
     if block.num_edges == 0:
         return feat.new_zeros((block.num_dst,) + feat.shape[1:]) + 0 * feat.sum() + 0 * attn.sum()
+    if kernels_for(feat.device) == "gather":
+        return aggregate_reference(attn, feat, block)
     return _AttentionAggregate.apply(attn, feat, block)
 
 
@@ -178,10 +210,13 @@ def aggregate_shared(attn: torch.Tensor, feat: torch.Tensor, block: Block) -> to
     """
     if block.num_edges == 0:
         return feat.new_zeros((block.num_dst, attn.shape[1], feat.shape[1])) + 0 * feat.sum() + 0 * attn.sum()
+    if kernels_for(feat.device) == "gather":
+        return aggregate_reference(attn, feat.unsqueeze(1), block)
     return _SharedAggregate.apply(attn, feat, block)
 
 
 def aggregate_reference(attn: torch.Tensor, feat: torch.Tensor, block: Block) -> torch.Tensor:
-    """The same as :func:`aggregate` by gather + index_add (for tests and unusual devices)."""
+    """The same as :func:`aggregate` by gather + index_add: the ``gather`` kernels, and the tests'
+    reference. ``feat`` may be (num_src, 1, D) to share one input across heads."""
     messages = feat.index_select(0, block.src) * attn.unsqueeze(-1)
-    return feat.new_zeros((block.num_dst,) + feat.shape[1:]).index_add_(0, block.dst, messages)
+    return feat.new_zeros((block.num_dst,) + messages.shape[1:]).index_add_(0, block.dst, messages)

@@ -7,7 +7,7 @@ from graviti_dist._dgl import dgl
 from graviti_dist.crawl.load import load_crawl
 from graviti_dist.graph import build_graph
 from graviti_dist.model import Block, EncoderConfig, GATLayer, NodeInputSpec, TypedFeatures, build_encoder
-from graviti_dist.model.ops import aggregate, aggregate_reference, aggregate_shared, edge_softmax
+from graviti_dist.model.ops import KERNELS_ENV, aggregate, aggregate_reference, aggregate_shared, edge_softmax
 
 GATConv = dgl.nn.GATConv
 
@@ -150,8 +150,50 @@ def test_relation_type_changes_the_output():
     assert not torch.allclose(a, encoder(blocks, features))
 
 
+def _ops_case(device: str):
+    torch.manual_seed(0)
+    block = Block.from_edges(torch.randint(0, 400, (3000,)), torch.randint(0, 150, (3000,)), 400, 150).to(device)
+    scores = torch.randn(3000, 4, device=device, requires_grad=True)
+    feat = torch.randn(400, 4, 16, device=device, requires_grad=True)
+    shared = torch.randn(400, 16, device=device, requires_grad=True)
+    return block, scores, feat, shared
+
+
+def _ops_outputs(device: str):
+    block, scores, feat, shared = _ops_case(device)
+    results = []
+    for fn, x in ((aggregate, feat), (aggregate_shared, shared)):
+        out = fn(scores, x, block)
+        weight = torch.linspace(-1, 1, out.numel(), device=device).reshape(out.shape)
+        results += [out, *torch.autograd.grad((out * weight).sum(), (scores, x))]
+    return [r.detach().cpu() for r in results]
+
+
+@pytest.mark.parametrize("kernels", ["sparse", "gather"])
+def test_both_kernel_families_agree_on_cpu(kernels, monkeypatch):
+    """The gather kernels (CUDA's default) must equal the sparse ones, forward and backward."""
+    monkeypatch.setenv(KERNELS_ENV, "sparse")
+    expected = _ops_outputs("cpu")
+    monkeypatch.setenv(KERNELS_ENV, kernels)
+    for got, want in zip(_ops_outputs("cpu"), expected):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.gpu
-def test_encoder_runs_unchanged_on_cuda():
+@pytest.mark.parametrize("kernels", ["sparse", "gather"])
+def test_aggregation_on_cuda_equals_cpu(kernels, monkeypatch):
+    """Each kernel family on the GPU against the CPU's sparse kernels, forward and backward."""
+    monkeypatch.setenv(KERNELS_ENV, "sparse")
+    expected = _ops_outputs("cpu")
+    monkeypatch.setenv(KERNELS_ENV, kernels)
+    for got, want in zip(_ops_outputs("cuda"), expected):
+        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kernels", ["sparse", "gather"])
+def test_encoder_runs_unchanged_on_cuda(kernels, monkeypatch):
+    monkeypatch.setenv(KERNELS_ENV, kernels)
     torch.manual_seed(0)
     features, specs = _typed_inputs()
     encoder = build_encoder(EncoderConfig(hidden=8, heads=2, num_relations=3, edge_feat_dim=2), specs)
