@@ -89,7 +89,8 @@ def _cmd_partition(args: argparse.Namespace) -> None:
     try:
         split = tuple(float(x) for x in args.split.split(","))
         spec = PartitionSpec(num_parts=args.num_parts, method=args.method, num_hops=args.num_hops,
-                             balance_train=args.balance_train, split=split, seed=args.seed, num_actors=args.num_actors)
+                             balance_train=args.balance_train, split=split, seed=args.seed, num_actors=args.num_actors,
+                             executor=args.executor)
     except ValueError as exc:
         raise GravitiError(str(exc)) from None
     report = partition_crawl(args.crawl, args.out, spec, address=args.address, overwrite=args.overwrite,
@@ -174,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     part.add_argument("--seed", type=int, default=0)
     part.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     part.add_argument("--num-actors", type=int, help="writer actors (default: one per CPU, at most one per part)")
+    part.add_argument("--executor", choices=["ray", "local"], default="ray",
+                      help="ray: Ray tasks and actors (local Ray or --address); local: this process with threads "
+                           "(faster on small crawls, no Ray needed)")
     part.add_argument("--dedupe", choices=["error", "first"], default="error")
     part.add_argument("--drop-dangling", action="store_true")
     part.add_argument("--overwrite", action="store_true")

@@ -12,6 +12,10 @@ Stages (each timed in the report):
           plus ``halo_feat.dgl`` (features of halo nodes, which DGL leaves to its
           KVStore) so a worker can train on its partition alone.
 Everything is built in a hidden sibling directory and renamed into place when complete.
+
+``executor="local"`` runs the same read and write steps in this process (threads
+for the writers) without Ray: faster on small crawls, where starting Ray and its
+workers costs more than the work, and usable on machines without Ray (GPU images).
 """
 
 from __future__ import annotations
@@ -29,18 +33,16 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pyarrow as pa
-import ray
 import torch
 
 from graviti_dist._dgl import dgl
-from graviti_dist.crawl.load import load_edge_table, load_node_table, Dedupe
+from graviti_dist.crawl.load import Dedupe, load_crawl, load_edge_table, load_node_table
 from graviti_dist.crawl.tables import Crawl, LoadReport
 from graviti_dist.crawl.schema import load_schema
 from graviti_dist.crawl.write import check_output, publish, staging_dir
 from graviti_dist.errors import GravitiError
 from graviti_dist.graph import build_graph
 from graviti_dist.partition_check import HALO_FEATS, MANIFEST, message_passing_crawl
-from graviti_dist.ray_cluster import ray_session
 from graviti_dist.splits import SPLIT_NAMES, TRAIN, assign_splits, check_fractions
 
 log = logging.getLogger(__name__)
@@ -61,8 +63,11 @@ class PartitionSpec:
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
     seed: int = 0
     num_actors: int | None = None
+    executor: str = "ray"  # "ray" (actors, local or on a cluster) or "local" (this process, threads)
 
     def __post_init__(self):
+        if self.executor not in ("ray", "local"):
+            raise ValueError(f"--executor must be ray or local, not {self.executor!r}")
         if self.num_parts < 1:
             raise ValueError(f"--num-parts must be at least 1, got {self.num_parts}")
         if self.method not in ("metis", "random"):
@@ -88,6 +93,8 @@ class _Stages:
 
 def _get(refs):
     """ray.get that re-raises a task's GravitiError as itself (a clear message, not a remote traceback)."""
+    import ray
+
     try:
         return ray.get(refs)
     except ray.exceptions.RayTaskError as exc:
@@ -104,14 +111,12 @@ def _peak_rss_gb() -> float:
 
 # --- read: node types, then relations, as parallel Ray tasks -----------------
 
-@ray.remote
 def _read_nodes(root: str, node_type: str, dedupe: str):
     report = LoadReport()
     table, labels = load_node_table(Path(root), load_schema(root), node_type, dedupe, report)
     return table, labels, report
 
 
-@ray.remote
 def _read_edges(root: str, relation: str, nodes: dict, drop_dangling: bool):
     report = LoadReport()
     return load_edge_table(Path(root), load_schema(root), relation, nodes, drop_dangling, report), report
@@ -119,16 +124,19 @@ def _read_edges(root: str, relation: str, nodes: dict, drop_dangling: bool):
 
 def read_crawl_parallel(crawl_dir: Path, dedupe: Dedupe = "error", drop_dangling: bool = False) -> Crawl:
     """:func:`load_crawl`, with node types and then relations read as parallel Ray tasks."""
+    import ray
+
     schema = load_schema(crawl_dir)
     report = LoadReport()
-    node_refs = {t: _read_nodes.remote(str(crawl_dir), t, dedupe) for t in schema.node_types}
+    read_nodes, read_edges = ray.remote(_read_nodes), ray.remote(_read_edges)
+    node_refs = {t: read_nodes.remote(str(crawl_dir), t, dedupe) for t in schema.node_types}
     nodes, labels = {}, {}
     for node_type, ref in node_refs.items():
         nodes[node_type], node_labels, part_report = _get(ref)
         labels.update(node_labels)
         report.dropped_duplicate_nodes.update(part_report.dropped_duplicate_nodes)
     nodes_ref = ray.put(nodes)
-    edge_refs = {r: _read_edges.remote(str(crawl_dir), r, nodes_ref, drop_dangling) for r in schema.relations}
+    edge_refs = {r: read_edges.remote(str(crawl_dir), r, nodes_ref, drop_dangling) for r in schema.relations}
     edges = {}
     for relation, ref in edge_refs.items():
         edges[relation], part_report = _get(ref)
@@ -169,7 +177,6 @@ def _assign(sim_g, train_any: np.ndarray, spec: PartitionSpec) -> torch.Tensor:
 
 # --- write -----------------------------------------------------------------------
 
-@ray.remote
 class _PartitionWriter:
     """Builds the files of the partitions it is given (DGL format + halo features)."""
 
@@ -239,10 +246,15 @@ def partition_crawl(crawl_dir: str | Path, out: str | Path, spec: PartitionSpec,
     crawl_dir, out = Path(crawl_dir).absolute(), Path(out).absolute()
     check_output(out, overwrite)
     load_schema(crawl_dir)  # fail on a bad schema before starting Ray
+    if spec.executor == "local" and address is not None:
+        raise GravitiError("--executor local runs in this process: it takes no --address")
     stages = _Stages()
-    with ray_session(address, num_threads=max(1, (os.cpu_count() or 2) // 2)):
+    with _executor_session(spec, address):
         with stages("read"):
-            crawl = read_crawl_parallel(crawl_dir, dedupe, drop_dangling)
+            if spec.executor == "local":
+                crawl = load_crawl(crawl_dir, dedupe=dedupe, drop_dangling=drop_dangling)
+            else:
+                crawl = read_crawl_parallel(crawl_dir, dedupe, drop_dangling)
         num_nodes = sum(len(t) for t in crawl.nodes.values())
         if num_nodes == 0:
             raise GravitiError(f"{crawl_dir}: the crawl has no nodes; nothing to partition")
@@ -284,12 +296,23 @@ def partition_crawl(crawl_dir: str | Path, out: str | Path, spec: PartitionSpec,
     return report
 
 
+@contextlib.contextmanager
+def _executor_session(spec: PartitionSpec, address: str | None):
+    if spec.executor == "local":
+        yield
+        return
+    from graviti_dist.ray_cluster import ray_session
+
+    with ray_session(address, num_threads=max(1, (os.cpu_count() or 2) // 2)):
+        yield
+
+
 def _write_parts(tmp: Path, parts: dict, graph, sim_g, crawl: Crawl, spec: PartitionSpec) -> list[dict]:
     node_tasks: dict[str, list[str]] = {}
     for task in crawl.schema.tasks:
         if task.type != "link":
             node_tasks.setdefault(task.node_type, []).append(task.name)
-    ctx = ray.put({
+    ctx = {
         "ntypes": list(graph.ntypes),
         "etypes": [tuple(c) for c in graph.canonical_etypes],
         "node_data": {t: {k: v.numpy() for k, v in graph.nodes[t].data.items()} for t in graph.ntypes},
@@ -297,9 +320,20 @@ def _write_parts(tmp: Path, parts: dict, graph, sim_g, crawl: Crawl, spec: Parti
         "sim_ntype": sim_g.ndata[dgl.NTYPE].numpy(), "sim_nid": sim_g.ndata[dgl.NID].numpy(),
         "sim_etype": sim_g.edata[dgl.ETYPE].numpy(), "sim_eid": sim_g.edata[dgl.EID].numpy(),
         "node_tasks": node_tasks,
-    })
+    }
+    if spec.executor == "local":
+        from concurrent.futures import ThreadPoolExecutor
+
+        # torch, numpy and DGL's file writer release the GIL for the heavy parts.
+        workers = spec.num_actors or max(1, min(spec.num_parts, os.cpu_count() or 1))
+        writer = _PartitionWriter()
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(lambda i: writer.write(i, parts[i], str(tmp), ctx), range(spec.num_parts)))
+    import ray
+
+    ctx = ray.put(ctx)
     workers = spec.num_actors or max(1, min(spec.num_parts, int(ray.available_resources().get("CPU", 1))))
-    actors = [_PartitionWriter.remote() for _ in range(min(workers, spec.num_parts))]
+    actors = [ray.remote(_PartitionWriter).remote() for _ in range(min(workers, spec.num_parts))]
     refs = [actors[i % len(actors)].write.remote(i, parts[i], str(tmp), ctx) for i in range(spec.num_parts)]
     return sorted(_get(refs), key=lambda s: s["part"])
 

@@ -111,12 +111,13 @@ def test_synthetic_link_split_and_typed_graph(synthetic_crawl, tmp_path, ray_loc
     assert id_map.num_rows == len(set(id_map["shuffled_id"].to_pylist()))
 
 
-def test_same_arguments_same_partitions(synthetic_crawl, tmp_path, ray_local):
+def test_same_arguments_same_partitions_with_either_executor(synthetic_crawl, tmp_path, ray_local):
     # DGL 2.1's METIS binding takes no seed and varies run to run on multi-constraint graphs,
     # so reproducibility is asserted for the seeded random assignment (see README).
     a, b = tmp_path / "a", tmp_path / "b"
-    for out in (a, b):
-        partition_crawl(synthetic_crawl, out, PartitionSpec(num_parts=2, method="random", seed=3))
+    for out, executor in ((a, "ray"), (b, "local")):
+        partition_crawl(synthetic_crawl, out, PartitionSpec(num_parts=2, method="random", seed=3, executor=executor))
+    assert check_partitions(b)["parts"] == 2
     assert json.loads((a / "graph.json").read_text()) == json.loads((b / "graph.json").read_text())
     for i in range(2):
         fa = dgl.data.utils.load_tensors(str(a / f"part{i}" / "node_feat.dgl"))
