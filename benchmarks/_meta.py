@@ -38,7 +38,8 @@ def _commit() -> str:
                                cwd=RESULTS.parent).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        # A copy of the tree without .git (e.g. shipped to a GPU machine) names its commit here.
+        return os.environ.get("GRAVITI_COMMIT", "unknown")
 
 
 def environment() -> dict:

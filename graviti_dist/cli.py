@@ -112,6 +112,18 @@ def _cmd_train(args: argparse.Namespace) -> None:
           else json.dumps(metrics, indent=2))
 
 
+def _cmd_bench(args: argparse.Namespace) -> None:
+    # The suite lives in the checkout's benchmarks/ (results are committed there), not in the package.
+    repo = Path(__file__).resolve().parent.parent
+    if not (repo / "benchmarks" / "suite.py").exists():
+        raise GravitiError(f"graviti bench runs from a source checkout: {repo / 'benchmarks'} not found")
+    if str(repo) not in sys.path:
+        sys.path.insert(0, str(repo))
+    from benchmarks import suite
+
+    suite.main(suite.parser().parse_args(args.bench_args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="graviti", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -197,11 +209,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=int, default=4)
     demo.add_argument("--overwrite", action="store_true", help="replace an earlier demo's output")
     demo.set_defaults(func=_cmd_demo)
+
+    bench = sub.add_parser("bench", add_help=False, help="trainer throughput on CPU or CUDA next to plain DGL and PyG "
+                                                         "(graviti bench --help for its options)")
+    bench.set_defaults(func=_cmd_bench)  # its options are parsed by benchmarks/suite.py
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "bench":
+        args.bench_args = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     # Our own progress at INFO; other libraries (DGL logs every file it loads) only at WARNING.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("graviti_dist").setLevel(logging.DEBUG if args.verbose else logging.INFO)

@@ -7,15 +7,17 @@ every node task (a seed carries whichever labels it has); blocks become
 features are grouped per node type as :class:`TypedFeatures`.
 
 Not yet here (training issue): link-task pairs with negatives, edge features
-of halo edges (DGL keeps only inner edges' data), background prefetching.
+of halo edges (DGL keeps only inner edges' data).
 """
 
 from __future__ import annotations
 
 import json
+import queue
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator, TypeVar
 
 import torch
 
@@ -134,11 +136,20 @@ class NodeMinibatches:
 
     def batch(self, seeds: torch.Tensor) -> MiniBatch:
         """Sample the neighbourhood of ``seeds`` (local node ids) into a MiniBatch."""
+        return self.gather(seeds, *self.sample(seeds))
+
+    def sample(self, seeds: torch.Tensor) -> tuple[torch.Tensor, list[Block]]:
+        """DGL's neighbour sampling of ``seeds``: (input nodes, blocks as index tensors with relation ids)."""
         part = self.part
         input_nodes, _, dgl_blocks = self.sampler.sample_blocks(part.graph, seeds)
         etype = part.graph.edata[dgl.ETYPE]
         blocks = [Block.from_edges(*b.edges(), b.num_src_nodes(), b.num_dst_nodes(), etype=etype[b.edata[dgl.EID]])
                   for b in dgl_blocks]
+        return input_nodes, blocks
+
+    def gather(self, seeds: torch.Tensor, input_nodes: torch.Tensor, blocks: list[Block]) -> MiniBatch:
+        """Features of ``input_nodes`` and labels of ``seeds`` around sampled ``blocks``."""
+        part = self.part
         features = self._features(input_nodes)
         seed_type = part.node_type[seeds]
         labels = {}
@@ -169,3 +180,52 @@ class NodeMinibatches:
             features.categorical[t] = [part.tables[t][k][rows].long().reshape(-1) for k in part.feature_keys[t]["categorical"]]
             features.multihot[t] = [part.tables[t][k][rows].long() for k in part.feature_keys[t]["multihot"]]
         return features
+
+
+T = TypeVar("T")
+_DONE = object()
+
+
+def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """Yield ``items`` while a background thread prepares up to ``depth`` of the next ones.
+
+    DGL's sampler and torch's indexing release the GIL, so sampling the next
+    batch overlaps with the model's step. An exception in the producer is
+    raised here; leaving the loop early stops the producer.
+    """
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce():
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                buffer.put(item)
+        except BaseException as exc:  # handed to the consumer, raised there
+            buffer.put(_Failure(exc))
+            return
+        buffer.put(_DONE)
+
+    thread = threading.Thread(target=produce, name="graviti-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = buffer.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failure):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                buffer.get_nowait()
+            except queue.Empty:
+                thread.join(timeout=0.05)
+
+
+@dataclass
+class _Failure:
+    exc: BaseException

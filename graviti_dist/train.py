@@ -34,8 +34,8 @@ from graviti_dist.errors import GravitiError
 from graviti_dist.metrics import torch_distributed_gather
 from graviti_dist.model import EncoderConfig
 from graviti_dist.ray_cluster import ray_session
-from graviti_dist.sampling import NodeMinibatches, load_worker_partition
-from graviti_dist.worker_loop import build_model, evaluate
+from graviti_dist.sampling import NodeMinibatches, load_worker_partition, prefetch
+from graviti_dist.worker_loop import build_model, evaluate, train_step
 
 CHECKPOINT_FILE = "state.pt"
 METRICS_FILE = "metrics.jsonl"
@@ -106,12 +106,9 @@ def train_loop_per_worker(config_dict: dict) -> None:
         dist.all_reduce(steps, op=dist.ReduceOp.MAX)
         model.train()
         started, seeds, sums = time.perf_counter(), 0, {}
-        for batch in _cycle_steps(train, int(steps)):
+        for batch in prefetch(_cycle_steps(train, int(steps))):
             batch = batch.to(device)
-            total, losses, _ = model(batch, with_loss=True)
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            optimizer.step()
+            losses = train_step(model, batch, optimizer)
             seeds += batch.num_seeds
             for name, loss in losses.items():
                 sums[name] = sums.get(name, 0.0) + float(loss.detach())

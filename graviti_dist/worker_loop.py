@@ -14,7 +14,7 @@ import torch
 
 from graviti_dist.metrics import Gather, TaskMetric, single_worker
 from graviti_dist.model import EncoderConfig, MiniBatch, MultiTaskModel, TaskSpec, build_balancer, build_encoder
-from graviti_dist.sampling import NodeMinibatches, WorkerPartition
+from graviti_dist.sampling import NodeMinibatches, WorkerPartition, prefetch
 
 
 def task_specs(part: WorkerPartition) -> list[TaskSpec]:
@@ -40,17 +40,24 @@ def build_model(part: WorkerPartition, encoder: EncoderConfig, balancing: str = 
     return MultiTaskModel(build_encoder(encoder, part.inputs), specs, build_balancer(balancing, [s.name for s in specs], weights))
 
 
+def train_step(model: torch.nn.Module, batch: MiniBatch, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """One optimiser step on a batch already on the model's device; ``model`` may be DDP-wrapped
+    (the loss is computed inside its forward). Returns the per-task losses."""
+    total, losses, _ = model(batch, with_loss=True)
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    optimizer.step()
+    return losses
+
+
 def train_epoch(model: MultiTaskModel, batches: NodeMinibatches, optimizer: torch.optim.Optimizer,
                 device: torch.device | str = "cpu") -> dict[str, float]:
-    """One pass over ``batches``; returns each task's mean loss."""
+    """One pass over ``batches`` (sampled in the background); returns each task's mean loss."""
     model.train()
     sums: dict[str, float] = {}
     count = 0
-    for batch in batches:
-        total, losses, _ = model.loss(batch.to(device))
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
+    for batch in prefetch(batches):
+        losses = train_step(model, batch.to(device), optimizer)
         for name, loss in losses.items():
             sums[name] = sums.get(name, 0.0) + float(loss.detach())
         count += 1
@@ -74,17 +81,18 @@ def evaluate(model: MultiTaskModel, batches: Iterable[MiniBatch], device: torch.
 
 
 def fit_local(part: WorkerPartition, encoder: EncoderConfig, *, epochs: int, fanouts: list[int], batch_size: int = 512,
-              lr: float = 5e-3, seed: int = 0, balancing: str = "static") -> tuple[MultiTaskModel, dict]:
-    """Train on one partition in this process and return the model and its test metrics."""
+              lr: float = 5e-3, seed: int = 0, balancing: str = "static", device: torch.device | str = "cpu",
+              ) -> tuple[MultiTaskModel, dict]:
+    """Train on one partition in this process (no Ray; CPU or one GPU) and return the model and its test metrics."""
     torch.manual_seed(seed)
-    model = build_model(part, encoder, balancing)
+    model = build_model(part, encoder, balancing).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     train = NodeMinibatches(part, fanouts, batch_size, "train", seed=seed)
     history = []
     for _ in range(epochs):
-        losses = train_epoch(model, train, optimizer)
+        losses = train_epoch(model, train, optimizer, device)
         model.balancer.end_epoch(losses)
         history.append(losses)
     test = NodeMinibatches(part, fanouts, batch_size, "test", shuffle=False)
-    return model, {"test": evaluate(model, test), "history": history,
+    return model, {"test": evaluate(model, test, device), "history": history,
                    "final_loss": {k: v for k, v in history[-1].items() if not math.isnan(v)}}

@@ -1,0 +1,263 @@
+"""``graviti bench``: prepare a graph, measure trainer throughput, write JSON + table + plots.
+
+Usage: graviti bench [--device cpu|cuda] [--graph synthetic-1m|synthetic-10m|twitch|PATH] [--workers 1,2]
+                     [--repeat N] [--steps N] [--quick] [--suite] [--out DIR]
+``--quick`` runs a tiny graph in well under a minute (the test suite uses it); ``--suite`` also
+runs the generation, partition and encoder benchmarks with their defaults (the whole CPU suite).
+Graphs and partitions are cached under ``--workdir`` (default /tmp/graviti-bench).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks import bench_train as bt
+from benchmarks._meta import RESULTS, environment
+from graviti_dist.errors import GravitiError
+
+REPO = Path(__file__).resolve().parent.parent
+SYNTHETIC_USERS = {"synthetic-1m": 24_000, "synthetic-10m": 244_000, "quick": 1_500}  # ~41 crawl edges per user
+QUICK = {"graph": "quick", "steps": 2, "repeat": 1, "batch": 256}
+
+
+def prepare(graph: str, workdir: Path, datasets: Path, part_counts: set[int]) -> tuple[Path, dict[int, Path]]:
+    """The crawl for ``graph`` and a METIS partition set per count in ``part_counts`` (cached)."""
+    from graviti_dist.partition import PartitionSpec, partition_crawl
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    if graph in SYNTHETIC_USERS:
+        from graviti_dist.crawl.synthetic import SyntheticSpec
+        from graviti_dist.generate import generate_crawl
+
+        crawl = workdir / f"{graph}-crawl"
+        if not (crawl / "graph.yaml").exists():
+            generate_crawl(crawl, SyntheticSpec(users=SYNTHETIC_USERS[graph], seed=0), overwrite=True)
+    elif graph == "twitch":
+        from graviti_dist.crawl.importers.twitch import import_twitch
+
+        crawl = workdir / "twitch-crawl"
+        sources = [datasets / "twitch" / lang for lang in ("ENGB", "PTBR")]
+        if not all(s.exists() for s in sources):
+            raise GravitiError(f"--graph twitch: {sources[0].parent} not found; set GRAVITI_DATASETS to the datasets folder")
+        if not (crawl / "graph.yaml").exists():
+            import_twitch(sources, crawl, overwrite=True)
+    else:
+        crawl = Path(graph)
+        if not (crawl / "graph.yaml").exists():
+            raise GravitiError(f"--graph {graph}: not a preset (synthetic-1m, synthetic-10m, twitch) "
+                               "and not a crawl folder with graph.yaml")
+    parts = {}
+    for k in sorted(part_counts):
+        out = workdir / f"{crawl.name}-{k}parts"
+        if not (out / "manifest.json").exists():
+            partition_crawl(crawl, out, PartitionSpec(num_parts=k, executor="local"), overwrite=True)
+        parts[k] = out
+    return crawl, parts
+
+
+def run(args: argparse.Namespace) -> dict:
+    device = torch.device(args.device)
+    bt.check_cuda(device)
+    workers = sorted({int(w) for w in str(args.workers).split(",")})
+    if workers[0] < 1:
+        raise GravitiError("--workers: worker counts must be at least 1")
+    rounds = bt.RoundSpec(steps=args.steps, batch=args.batch, repeat=args.repeat)
+    threads = args.threads or bt.os_threads()
+    started = time.perf_counter()
+    _, parts = prepare(args.graph, args.workdir, args.datasets, {1, *workers})
+    manifest = json.loads((parts[1] / "manifest.json").read_text())
+    report = json.loads((parts[1] / "report.json").read_text())
+    single = bt.single_worker(parts[1], device, rounds, threads, ["dgl", "pyg"])
+    scaling = {"1": {"seeds_per_s": single["systems"]["ours"]["seeds_per_s"], "spread": single["systems"]["ours"]["spread"],
+                     "threads_per_worker": threads, "breakdown_ms": single["breakdown_ms"]}}
+    notes = list(single["notes"])
+    for w in workers:
+        if w == 1:
+            continue
+        if device.type == "cuda":
+            notes.append(f"{w} workers: multi-GPU scaling needs {w} GPUs; run it with `graviti train` on a cluster")
+            continue
+        scaling[str(w)] = bt.multi_worker(parts[w], w, rounds, threads)
+    for w, entry in scaling.items():
+        entry["efficiency"] = round(entry["seeds_per_s"] / scaling["1"]["seeds_per_s"], 3)
+    return {
+        "benchmark": "train", "device": str(device), "kernels": single["kernels"], "threads": threads,
+        "graph": {"name": Path(args.graph).name, "nodes": report["num_nodes"], "edges": report["num_edges"],
+                  "train_seeds": single["train_seeds"], "tasks": [t["name"] for t in manifest["tasks"] if t["type"] != "link"]},
+        "model": {"layers": len(bt.FANOUTS), "heads": bt.HEADS, "hidden": bt.HIDDEN, "fanouts": list(bt.FANOUTS),
+                  "batch": rounds.batch},
+        "rounds": {"steps": rounds.steps, "repeat": rounds.repeat, "warmup_rounds": 1},
+        "systems": single["systems"], "breakdown_ms": single["breakdown_ms"], "scaling": scaling, "notes": notes,
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+
+
+# --- output ----------------------------------------------------------------------------------------
+
+SYSTEM_KEYS = {"seeds_per_s", "spread", "edges_per_s", "peak_rss_gb", "ours_speedup"}
+
+
+def check_result(payload: dict) -> None:
+    """Raise ValueError unless ``payload`` has the train benchmark's schema (the quick test uses this)."""
+    for key in ("environment", "benchmark", "device", "graph", "model", "rounds", "systems", "breakdown_ms", "scaling", "notes"):
+        if key not in payload:
+            raise ValueError(f"result lacks {key!r}")
+    if "ours" not in payload["systems"]:
+        raise ValueError("result lacks the 'ours' system")
+    for name, entry in payload["systems"].items():
+        missing = SYSTEM_KEYS - entry.keys()
+        if missing:
+            raise ValueError(f"systems.{name} lacks {sorted(missing)}")
+        if not entry["seeds_per_s"] > 0 or not entry["spread"][0] <= entry["seeds_per_s"] <= entry["spread"][1]:
+            raise ValueError(f"systems.{name}: seeds_per_s {entry['seeds_per_s']} outside its spread {entry['spread']}")
+    if set(payload["breakdown_ms"]) != set(bt.PHASES):
+        raise ValueError(f"breakdown_ms has {sorted(payload['breakdown_ms'])}, expected {sorted(bt.PHASES)}")
+    for w, entry in payload["scaling"].items():
+        if set(entry["breakdown_ms"]) != set(bt.PHASES) or not entry["seeds_per_s"] > 0:
+            raise ValueError(f"scaling.{w} is incomplete")
+    for key in ("commit", "machine", "versions"):
+        if key not in payload["environment"]:
+            raise ValueError(f"environment lacks {key!r}")
+
+
+def markdown(payload: dict) -> str:
+    """The summary table: one row per system, then the breakdown and scaling."""
+    env = payload["environment"]
+    rows = [f"Trainer throughput on `{payload['graph']['name']}` ({payload['graph']['nodes']:,} nodes, "
+            f"{payload['graph']['edges']:,} edges), {payload['device']}, {payload['threads']} threads; 2-layer GAT 4x64, "
+            f"fanout 10,10, batch {payload['model']['batch']}; median of {payload['rounds']['repeat']} rounds of "
+            f"{payload['rounds']['steps']} steps.", "",
+            "| system | seeds/s | spread | sampled edges/s | peak RSS | ours is |", "|---|---|---|---|---|---|"]
+    for name, e in payload["systems"].items():
+        gpu = f" (GPU {e['gpu_peak_gb']:.2f} GB)" if "gpu_peak_gb" in e else ""
+        rows.append(f"| {name} | {e['seeds_per_s']:,.0f} | {e['spread'][0]:,.0f}-{e['spread'][1]:,.0f} | "
+                    f"{e['edges_per_s'] / 1e6:.2f} M | {e['peak_rss_gb']:.2f} GB{gpu} | {e['ours_speedup']:.2f}x |")
+    rows += ["", "| workers | phase ms/step: " + " | ".join(bt.PHASES) + " | seeds/s | vs 1 worker |",
+             "|---|" + "---|" * (len(bt.PHASES) + 2)]
+    for w, e in payload["scaling"].items():
+        rows.append(f"| {w} x {e['threads_per_worker']} threads | " + " | ".join(f"{e['breakdown_ms'][p]:.1f}" for p in bt.PHASES)
+                    + f" | {e['seeds_per_s']:,.0f} | {e['efficiency']:.0%} |")
+    rows += ["", *(f"- {n}" for n in payload["notes"])] if payload["notes"] else []
+    m, v = env["machine"], env["versions"]
+    rows += ["", f"Measured {env['date'][:10]} at commit `{env['commit'][:12]}` on {m['cpu']}, {m['cores']} cores"
+                 f"{', GPU ' + m['gpu'] if m.get('gpu') else ''}; torch {v['torch']}, DGL {v['dgl']}, "
+                 f"PyG {v.get('torch_geometric')}; kernels: {payload['kernels']}."]
+    return "\n".join(rows) + "\n"
+
+
+def plot(payload: dict, stem: Path) -> list[Path]:
+    """Throughput per system, time breakdown per worker count, scaling: three PNGs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    names = list(payload["systems"])
+    values = [payload["systems"][n]["seeds_per_s"] for n in names]
+    errors = [[max(0.0, v - payload["systems"][n]["spread"][0]) for n, v in zip(names, values)],
+              [max(0.0, payload["systems"][n]["spread"][1] - v) for n, v in zip(names, values)]]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.bar(names, values, yerr=errors, capsize=4, color=["tab:green", "tab:blue", "tab:orange"][: len(names)])
+    ax.set(ylabel="training seeds / s", title=f"trainer throughput, {payload['graph']['name']}, {payload['device']}")
+    fig.tight_layout()
+    paths.append(stem.with_name(stem.name + "-throughput.png"))
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    labels = [f"{w} worker{'s' if w != '1' else ''}" for w in payload["scaling"]]
+    left = [0.0] * len(labels)
+    for phase in bt.PHASES:
+        widths = [payload["scaling"][w]["breakdown_ms"][phase] for w in payload["scaling"]]
+        ax.barh(labels, widths, left=left, label=phase)
+        left = [a + b for a, b in zip(left, widths)]
+    ax.set(xlabel="ms per step (serial, instrumented)", title=f"where a step's time goes ({payload['device']})")
+    ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.25))
+    fig.tight_layout()
+    paths.append(stem.with_name(stem.name + "-breakdown.png"))
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    workers = [int(w) for w in payload["scaling"]]
+    rates = [payload["scaling"][str(w)]["seeds_per_s"] for w in workers]
+    ax.plot(workers, rates, "o-", label="measured")
+    ax.plot(workers, [rates[0]] * len(workers), "--", color="grey", label="1-worker throughput (same total threads)")
+    ax.set(xlabel="workers", ylabel="seeds / s", xticks=workers, title="scaling on this machine")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(stem.with_name(stem.name + "-scaling.png"))
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+    return paths
+
+
+def write(payload: dict, out_dir: Path) -> Path:
+    """JSON, Markdown and plots under ``out_dir``, each written whole (temporary sibling, rename)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = out_dir / f"train-{payload['device'].split(':')[0]}-{payload['graph']['name']}"
+    path = stem.with_suffix(".json")
+    for target, text in ((path, json.dumps(payload, indent=2)), (stem.with_suffix(".md"), markdown(payload))):
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(target)
+    plot(payload, stem)
+    return path
+
+
+def run_suite(args: argparse.Namespace) -> None:
+    """The whole CPU suite: generation, partitioning, encoder, then the trainer benchmark."""
+    for module in ("benchmarks.bench_generate", "benchmarks.bench_partition", "benchmarks.bench_encoder"):
+        print(f"== {module}", flush=True)
+        subprocess.run([sys.executable, "-m", module], cwd=REPO, check=True)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="graviti bench", description="trainer throughput side by side with DGL and PyG")
+    add_arguments(p)
+    return p
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    import os
+
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--graph", default="synthetic-1m", help="synthetic-1m, synthetic-10m, twitch, or a crawl folder")
+    p.add_argument("--workers", default="1,2", help="worker counts to compare (CPU), e.g. 1,2")
+    p.add_argument("--repeat", type=int, default=5, help="measured rounds per system (after one warm-up round)")
+    p.add_argument("--steps", type=int, default=10, help="training steps per round")
+    p.add_argument("--batch", type=int, default=bt.BATCH)
+    p.add_argument("--threads", type=int, help="total threads (default: the CPUs this process may use)")
+    p.add_argument("--quick", action="store_true", help="tiny graph, 1 round of 2 steps: checks the pipeline in under a minute")
+    p.add_argument("--suite", action="store_true", help="also run the generation, partition and encoder benchmarks")
+    p.add_argument("--out", type=Path, default=RESULTS, help="where JSON, table and plots go (default benchmarks/results)")
+    p.add_argument("--workdir", type=Path, default=Path("/tmp/graviti-bench"), help="cache of generated graphs and partitions")
+    p.add_argument("--datasets", type=Path, default=Path(os.environ.get("GRAVITI_DATASETS", REPO.parent / "shared" / "datasets")))
+
+
+def main(args: argparse.Namespace) -> Path:
+    if args.quick:
+        for key, value in QUICK.items():
+            setattr(args, key, value)
+    if args.suite:
+        if args.device != "cpu":
+            raise GravitiError("--suite is the CPU suite; run --device cuda on its own")
+        run_suite(args)
+    payload = {"environment": environment(), **run(args)}
+    check_result(payload)
+    path = write(payload, args.out)
+    print(markdown(payload))
+    print(f"wrote {path} (+ .md and three PNGs)")
+    return path
+
+
+if __name__ == "__main__":
+    main(parser().parse_args())
