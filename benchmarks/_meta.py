@@ -32,14 +32,15 @@ def _version(module: str) -> str | None:
 
 
 def _commit() -> str:
+    if os.environ.get("GRAVITI_COMMIT"):  # a copy of the tree shipped elsewhere (GPU machine) names its commit
+        return os.environ["GRAVITI_COMMIT"]
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=RESULTS.parent, check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
                                cwd=RESULTS.parent).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        # A copy of the tree without .git (e.g. shipped to a GPU machine) names its commit here.
-        return os.environ.get("GRAVITI_COMMIT", "unknown")
+        return "unknown"
 
 
 def environment() -> dict:

@@ -44,8 +44,8 @@ from graviti_dist.model import EncoderConfig
 from graviti_dist.model.heads import build_head
 from graviti_dist.model.inputs import InputProjection
 from graviti_dist.model.ops import kernels_for
-from graviti_dist.sampling import NodeMinibatches, WorkerPartition, load_worker_partition, prefetch
-from graviti_dist.worker_loop import build_model, task_specs, train_step
+from graviti_dist.sampling import NodeMinibatches, WorkerPartition, load_worker_partition, on_device, prefetch
+from graviti_dist.worker_loop import build_model, make_optimizer, task_specs, train_step
 
 HEADS, HIDDEN, FANOUTS, BATCH = 4, 64, (10, 10), 1024
 PHASES = ("sample", "gather", "h2d", "forward", "backward", "allreduce", "optimizer")
@@ -78,7 +78,7 @@ class OursTrainer:
         self.model = self.core
         if ddp:
             self.model = nn.parallel.DistributedDataParallel(self.core, find_unused_parameters=True)
-        self.optimizer = torch.optim.Adam(self.core.parameters(), lr=1e-3)
+        self.optimizer = make_optimizer(self.core.parameters(), 1e-3, device=device)
         self._seeds = self._cycle()
         self.allreduce_s = 0.0
         self._hooked = False
@@ -94,9 +94,8 @@ class OursTrainer:
         """The real training loop for ``steps`` steps: (seeds, sampled edges)."""
         self.model.train()
         seeds = edges = 0
-        batches = ((loader.batch(s)) for loader, s in _take(self._seeds, steps))
-        for batch in prefetch(batches):
-            batch = batch.to(self.device)
+        batches = (loader.batch(s) for loader, s in _take(self._seeds, steps))
+        for batch in prefetch(on_device(batches, self.device)):
             train_step(self.model, batch, self.optimizer)
             seeds += batch.num_seeds
             edges += sum(b.num_edges for b in batch.blocks)
@@ -116,7 +115,7 @@ class OursTrainer:
             with _phase(times, "gather", self.device):
                 batch = loader.gather(seeds, input_nodes, blocks)
             with _phase(times, "h2d", self.device):
-                batch = batch.to(self.device)
+                batch = next(on_device([batch], self.device))
             with _phase(times, "forward", self.device):
                 total, _, _ = self.model(batch, with_loss=True)
             self.optimizer.zero_grad(set_to_none=True)
@@ -223,7 +222,7 @@ class BaselineLoop:
                                                  drop_last=False, num_workers=0)
         self.encoder = DGLEncoder() if kind == "dgl" else _pyg_encoder()
         self.model = nn.ModuleDict({"encoder": self.encoder, "heads": self.heads}).to(device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3, fused=device.type == "cuda")
         self._batches = self._cycle()
 
     def _cycle(self):

@@ -34,8 +34,8 @@ from graviti_dist.errors import GravitiError
 from graviti_dist.metrics import torch_distributed_gather
 from graviti_dist.model import EncoderConfig
 from graviti_dist.ray_cluster import ray_session
-from graviti_dist.sampling import NodeMinibatches, load_worker_partition, prefetch
-from graviti_dist.worker_loop import build_model, evaluate, train_step
+from graviti_dist.sampling import NodeMinibatches, load_worker_partition, on_device, prefetch
+from graviti_dist.worker_loop import build_model, evaluate, make_optimizer, train_step
 
 CHECKPOINT_FILE = "state.pt"
 METRICS_FILE = "metrics.jsonl"
@@ -86,7 +86,7 @@ def train_loop_per_worker(config_dict: dict) -> None:
     core = model
     # [1] DDP; a batch may lack a node type, so some input projections go unused in a step.
     model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
-    optimizer = torch.optim.Adam(core.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
+    optimizer = make_optimizer(core.parameters(), config.optim.lr, config.optim.weight_decay, device)
     schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs) if config.optim.schedule == "cosine" else None)
     start_epoch, best, best_state, stale = 0, None, None, 0
     checkpoint = ray.train.get_checkpoint()  # [3] resume after a failure or with --resume
@@ -106,15 +106,14 @@ def train_loop_per_worker(config_dict: dict) -> None:
         dist.all_reduce(steps, op=dist.ReduceOp.MAX)
         model.train()
         started, seeds, sums = time.perf_counter(), 0, {}
-        for batch in prefetch(_cycle_steps(train, int(steps))):
-            batch = batch.to(device)
+        for batch in prefetch(on_device(_cycle_steps(train, int(steps)), device)):
             losses = train_step(model, batch, optimizer)
             seeds += batch.num_seeds
-            for name, loss in losses.items():
-                sums[name] = sums.get(name, 0.0) + float(loss.detach())
+            for name, loss in losses.items():  # summed on the device: no per-step wait for the GPU
+                sums[name] = sums.get(name, 0.0) + loss.detach()
         if schedule is not None:
             schedule.step()
-        totals = torch.tensor([seeds, *(sums.get(n, 0.0) for n in core.specs)], dtype=torch.float64)
+        totals = torch.tensor([seeds, *(float(sums.get(n, 0.0)) for n in core.specs)], dtype=torch.float64)
         dist.all_reduce(totals)
         epoch_time = time.perf_counter() - started
         mean_losses = {n: float(totals[i + 1]) / (world * max(int(steps), 1)) for i, n in enumerate(core.specs)}

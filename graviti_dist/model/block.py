@@ -64,13 +64,12 @@ class Block:
         return int(self.src.numel())
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "Block":
-        moved = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, torch.Tensor):
-                moved[f.name] = value.to(device, non_blocking=non_blocking)
-        return replace(self, **moved)
+        return self.apply(lambda t: t.to(device, non_blocking=non_blocking))
 
     def pin_memory(self) -> "Block":
-        return replace(self, **{f.name: getattr(self, f.name).pin_memory() for f in fields(self)
+        return self.apply(torch.Tensor.pin_memory)
+
+    def apply(self, move) -> "Block":
+        """A copy with ``move`` applied to every tensor field."""
+        return replace(self, **{f.name: move(getattr(self, f.name)) for f in fields(self)
                                 if isinstance(getattr(self, f.name), torch.Tensor)})

@@ -42,9 +42,19 @@ def register(kind: str):
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
-    if mask.any():
-        return values[mask].mean()
-    return anchor.sum() * 0.0
+    """Mean of ``values`` where ``mask``; 0 (with a zero gradient) when nothing is labelled.
+
+    Written without boolean indexing or ``mask.any()``: both wait for the GPU, and five task
+    heads doing so every step stalled CUDA training. ``anchor`` keeps the graph connected.
+    """
+    picked = torch.where(mask, values, torch.zeros((), dtype=values.dtype, device=values.device))
+    return picked.sum() / mask.sum().clamp(min=1).to(values.dtype) + anchor.sum() * 0.0
+
+
+def _labelled(target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``target`` with unlabelled rows zeroed, so that no NaN there can reach a gradient."""
+    mask = mask.reshape(mask.shape + (1,) * (target.dim() - mask.dim()))
+    return torch.where(mask, target, torch.zeros((), dtype=target.dtype, device=target.device))
 
 
 class TaskHead(nn.Module):
@@ -87,7 +97,8 @@ class BinaryHead(TaskHead):
         return self.linear(emb).squeeze(-1)
 
     def loss(self, out, target, mask):
-        per_node = F.binary_cross_entropy_with_logits(out, target.float(), pos_weight=self.pos_weight, reduction="none")
+        per_node = F.binary_cross_entropy_with_logits(out, _labelled(target.float(), mask), pos_weight=self.pos_weight,
+                                                      reduction="none")
         return _masked_mean(per_node, mask, out)
 
     def predict(self, out):
@@ -105,7 +116,8 @@ class MultilabelHead(BinaryHead):
         return self.linear(emb)
 
     def loss(self, out, target, mask):
-        per_label = F.binary_cross_entropy_with_logits(out, target.float(), pos_weight=self.pos_weight, reduction="none")
+        per_label = F.binary_cross_entropy_with_logits(out, _labelled(target.float(), mask), pos_weight=self.pos_weight,
+                                                       reduction="none")
         return _masked_mean(per_label.mean(-1), mask, out)
 
 
@@ -125,7 +137,7 @@ class RegressionHead(TaskHead):
         return self.linear(emb).squeeze(-1)
 
     def loss(self, out, target, mask):
-        z = (target.float() - self.mean) / self.std
+        z = (_labelled(target.float(), mask) - self.mean) / self.std
         per_node = F.mse_loss(out, z, reduction="none") if self.spec.loss == "mse" else F.huber_loss(out, z, reduction="none")
         return _masked_mean(per_node, mask, out)
 

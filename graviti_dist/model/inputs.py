@@ -44,7 +44,13 @@ class TypedFeatures:
     multihot: dict[int, list[torch.Tensor]] = field(default_factory=dict)  # each (n_t, k) int64, -1 = padding
 
     def to(self, device, non_blocking: bool = False) -> "TypedFeatures":
-        move = lambda t: t.to(device, non_blocking=non_blocking)  # noqa: E731
+        return self.apply(lambda t: t.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> "TypedFeatures":
+        return self.apply(torch.Tensor.pin_memory)
+
+    def apply(self, move) -> "TypedFeatures":
+        """A copy with ``move`` applied to every tensor."""
         return TypedFeatures(
             move(self.node_type),
             {t: move(p) for t, p in self.positions.items()},

@@ -37,10 +37,17 @@ class MiniBatch:
         return int(self.seed_type.numel())
 
     def to(self, device, non_blocking: bool = False) -> "MiniBatch":
-        move = lambda t: t.to(device, non_blocking=non_blocking)  # noqa: E731
+        return self.apply(lambda t: t.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> "MiniBatch":
+        """A copy in page-locked memory, so that ``to(cuda, non_blocking=True)`` is a true async copy."""
+        return self.apply(torch.Tensor.pin_memory)
+
+    def apply(self, move) -> "MiniBatch":
+        """A copy with ``move`` applied to every tensor."""
         return MiniBatch(
-            [b.to(device, non_blocking) for b in self.blocks],
-            self.features.to(device, non_blocking),
+            [b.apply(move) for b in self.blocks],
+            self.features.apply(move),
             move(self.seed_type),
             {k: (move(t), move(m)) for k, (t, m) in self.labels.items()},
             {k: replace(p, **{f.name: move(getattr(p, f.name)) for f in fields(p)}) for k, p in self.links.items()},

@@ -8,9 +8,10 @@ matmul on the transposed block for ``x`` and a sampled dense-dense product
 on a 110k-edge block with 4x64 features, 21 ms forward instead of 217 ms for
 gather + index_add.
 
-On CUDA, cuSPARSE's addmm into a strided view gave wrong sums (measured on an
-H100 with torch 2.11), so there every sparse product reads and writes contiguous
-tensors; which kernel family a device uses is :func:`kernels_for`.
+Off the CPU, sparse products read and write contiguous tensors (writing into
+strided views is only relied on with MKL). Which kernel family a device uses is
+:func:`kernels_for`: on an H100 the gather kernels measured faster than cuSPARSE
+(benchmarks/results/encoder-cuda.json).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def _spmm_into(out: torch.Tensor, indptr: torch.Tensor, indices: torch.Tensor, v
     over all heads, which spends its time on empty rows and a zero-filled output.
     """
     matrix = torch.sparse_csr_tensor(indptr, indices, values, (out.shape[0], dense.shape[0]), check_invariants=False)
-    if out.device.type != "cpu":  # only MKL's addmm was seen to honour strided views
+    if out.device.type != "cpu":  # strided ``out=`` is only relied on with MKL
         out.copy_(matrix @ dense.contiguous())
         return
     try:

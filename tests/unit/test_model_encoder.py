@@ -151,11 +151,9 @@ def test_relation_type_changes_the_output():
 
 
 def _ops_case(device: str):
-    torch.manual_seed(0)
+    torch.manual_seed(0)  # drawn on the CPU, then moved: CUDA's generator gives other numbers
     block = Block.from_edges(torch.randint(0, 400, (3000,)), torch.randint(0, 150, (3000,)), 400, 150).to(device)
-    scores = torch.randn(3000, 4, device=device, requires_grad=True)
-    feat = torch.randn(400, 4, 16, device=device, requires_grad=True)
-    shared = torch.randn(400, 16, device=device, requires_grad=True)
+    scores, feat, shared = (torch.randn(*shape).to(device).requires_grad_() for shape in ((3000, 4), (400, 4, 16), (400, 16)))
     return block, scores, feat, shared
 
 
@@ -196,8 +194,8 @@ def test_encoder_runs_unchanged_on_cuda(kernels, monkeypatch):
     monkeypatch.setenv(KERNELS_ENV, kernels)
     torch.manual_seed(0)
     features, specs = _typed_inputs()
-    encoder = build_encoder(EncoderConfig(hidden=8, heads=2, num_relations=3, edge_feat_dim=2), specs)
-    blocks = _typed_blocks(50)
+    encoder = build_encoder(EncoderConfig(hidden=8, heads=2, num_relations=3, edge_feat_dim=2), specs).eval()
+    blocks = _typed_blocks(50)  # eval(): dropout masks come from different generators on each device
     cpu = encoder(blocks, features)
     gpu = encoder.cuda()([b.to("cuda") for b in blocks], features.to("cuda"))
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-4, atol=1e-4)

@@ -86,3 +86,21 @@ def test_multitask_masked_seeds_do_not_change_the_loss():
     flipped = torch.where(mask, target, 1 - target)  # change only unlabelled seeds' targets
     batch.labels["bot"] = (flipped, mask)
     assert model.loss(batch)[1]["bot"].item() == pytest.approx(losses["bot"].item())
+
+
+@pytest.mark.parametrize("kind", ["binary", "regression", "multilabel"])
+def test_nan_targets_of_unlabelled_seeds_never_reach_the_gradient(kind):
+    from graviti_dist.model.heads import TaskSpec, build_head
+
+    spec = TaskSpec(name="t", type=kind, node_type=0, width=3 if kind == "multilabel" else 1)
+    head = build_head(spec, 4)
+    emb = torch.randn(5, 4, requires_grad=True)
+    target = torch.rand(5, 3) if kind == "multilabel" else torch.rand(5)
+    target[1] = float("nan")
+    mask = torch.tensor([True, False, True, False, False])
+    loss = head.loss(head(emb), target, mask)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(emb.grad).all()
+    assert emb.grad[1].abs().sum() == 0  # unlabelled rows get no gradient
+    empty = head.loss(head(emb), target, torch.zeros(5, dtype=torch.bool))
+    assert float(empty.detach()) == 0.0
