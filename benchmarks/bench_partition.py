@@ -4,6 +4,8 @@ Each run is a fresh subprocess from the crawl on disk to partitions on disk (DGL
 reads the crawl with our loader first, as a user of DGL would have to). Both use METIS
 with node-type x labelled-train balance, edge balance and 2-hop halos.
 Peak memory: DGL's single process; ours, the driver plus the sum of its Ray writer actors.
+Ours runs twice: with Ray actors (``--executor ray``, the default) and in one process
+(``--executor local``, writer threads).
 Usage: python -m benchmarks.bench_partition [--sizes 1e6,1e7] [--parts 2,4] [--workdir DIR]
 """
 
@@ -26,7 +28,7 @@ OURS = """
 import json, resource, time
 start = time.perf_counter()
 from graviti_dist.partition import PartitionSpec, partition_crawl
-r = partition_crawl({crawl!r}, {out!r}, PartitionSpec(num_parts={parts}))
+r = partition_crawl({crawl!r}, {out!r}, PartitionSpec(num_parts={parts}, executor={executor!r}))
 print(json.dumps({{"seconds": time.perf_counter() - start, "stages": r["seconds"], "edge_cut": r["edge_cut_fraction"],
                   "driver_peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
                   "writers_peak_gb": sum(r["peak_rss_gb"]["writers"]), "node_balance": r["nodes"]["max_over_mean"]}}))
@@ -51,9 +53,9 @@ print(json.dumps({{"seconds": time.perf_counter() - start, "driver_peak_gb": res
 """
 
 
-def run(template: str, crawl: Path, out: Path, parts: int) -> dict:
+def run(template: str, crawl: Path, out: Path, parts: int, executor: str = "ray") -> dict:
     shutil.rmtree(out, ignore_errors=True)
-    code = textwrap.dedent(template.format(crawl=str(crawl), out=str(out), parts=parts))
+    code = textwrap.dedent(template.format(crawl=str(crawl), out=str(out), parts=parts, executor=executor))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if proc.returncode:
         raise SystemExit(f"benchmark run failed:\n{proc.stderr[-3000:]}")
@@ -82,8 +84,11 @@ def main() -> None:
             generate_crawl(crawl, SyntheticSpec(users=target // EDGES_PER_USER, seed=0), progress=False)
         for parts in (int(p) for p in args.parts.split(",")):
             row = {"target_edges": target, "parts": parts,
-                   "ours": run(OURS, crawl, workdir / "ours", parts), "dgl": run(DGL, crawl, workdir / "dgl", parts)}
+                   "ours": run(OURS, crawl, workdir / "ours", parts),
+                   "ours_local": run(OURS, crawl, workdir / "ours", parts, executor="local"),
+                   "dgl": run(DGL, crawl, workdir / "dgl", parts)}
             row["speedup"] = round(row["dgl"]["seconds"] / row["ours"]["seconds"], 2)
+            row["speedup_local"] = round(row["dgl"]["seconds"] / row["ours_local"]["seconds"], 2)
             print(json.dumps(row), flush=True)
             runs.append(row)
     path = write_result("partition", {"benchmark": "partition", "runs": runs})

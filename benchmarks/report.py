@@ -42,20 +42,34 @@ def encoder_table(result: dict) -> str:
 
 
 def partition_table(result: dict) -> str:
-    rows = ["| edges | parts | graviti partition | DGL partition_graph | DGL / ours | our stages (read, split, assign, halo, write) "
-            "| peak GB ours (driver + writers) | peak GB DGL | edge cut |", "|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| edges | parts | graviti (Ray) | graviti (local) | DGL partition_graph | DGL / ours (Ray, local) "
+            "| local stages (read, split, assign, halo, write) | peak GB Ray (driver + writers) | peak GB local | peak GB DGL "
+            "| edge cut |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["runs"]:
         o, d = r["ours"], r["dgl"]
-        stages = ", ".join(f"{v:.1f}" for v in o["stages"].values())
-        rows.append(f"| {r['target_edges']:,} | {r['parts']} | {o['seconds']:.1f} s | {d['seconds']:.1f} s | {r['speedup']:.2f}x "
-                    f"| {stages} s | {o['driver_peak_gb']:.2f} + {o['writers_peak_gb']:.2f} | {d['driver_peak_gb']:.2f} "
-                    f"| {o['edge_cut']:.1%} |")
+        loc = r.get("ours_local", o)
+        stages = ", ".join(f"{v:.1f}" for v in loc["stages"].values())
+        rows.append(f"| {r['target_edges']:,} | {r['parts']} | {o['seconds']:.1f} s | {loc['seconds']:.1f} s | {d['seconds']:.1f} s "
+                    f"| {r['speedup']:.2f}x, {r.get('speedup_local', r['speedup']):.2f}x | {stages} s "
+                    f"| {o['driver_peak_gb']:.2f} + {o['writers_peak_gb']:.2f} | {loc['driver_peak_gb']:.2f} "
+                    f"| {d['driver_peak_gb']:.2f} | {o['edge_cut']:.1%} |")
     return "\n".join(rows) + "\n\n" + _env_line(result)
 
 
 RENDERERS = {"generate": ("generate.json", generate_table), "encoder-cpu": ("encoder-cpu.json", encoder_table),
              "encoder-cpu-tcmalloc": ("encoder-cpu-tcmalloc.json", encoder_table),
-             "partition": ("partition.json", partition_table)}
+             "partition": ("partition.json", partition_table), "encoder-cuda": ("encoder-cuda.json", encoder_table)}
+
+
+def _train_renderer(filename: str):
+    def render(result: dict) -> str:
+        return (RESULTS / filename.replace(".json", ".md")).read_text().strip()
+
+    return filename, render
+
+
+for _name in ("train-cpu-synthetic-1m", "train-cpu-synthetic-1m-tcmalloc", "train-cuda-synthetic-1m"):
+    RENDERERS[_name] = _train_renderer(_name + ".json")
 
 
 def main() -> None:
