@@ -31,7 +31,9 @@ from graviti_dist.partition import PartitionSpec, partition_crawl
 r = partition_crawl({crawl!r}, {out!r}, PartitionSpec(num_parts={parts}, executor={executor!r}))
 print(json.dumps({{"seconds": time.perf_counter() - start, "stages": r["seconds"], "edge_cut": r["edge_cut_fraction"],
                   "driver_peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-                  "writers_peak_gb": sum(r["peak_rss_gb"]["writers"]), "node_balance": r["nodes"]["max_over_mean"]}}))
+                  # local writers are threads of this process: its peak already counts them
+                  "writers_peak_gb": sum(r["peak_rss_gb"]["writers"]) if {executor!r} == "ray" else 0.0,
+                  "node_balance": r["nodes"]["max_over_mean"]}}))
 """
 
 DGL = """

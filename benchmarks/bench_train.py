@@ -211,7 +211,7 @@ class BaselineLoop:
         graph = dgl.graph(part.graph.edges(), num_nodes=part.graph.num_nodes())
         all_nodes = torch.arange(graph.num_nodes())
         with torch.no_grad():  # the frozen input projection: the baselines get dense (N, 64) features
-            graph.ndata["feat"] = InputProjection(part.inputs, HIDDEN)(loader_data._features(all_nodes))
+            graph.ndata["feat"] = InputProjection(part.inputs, HIDDEN)(loader_data.features(all_nodes))
         self.heads = _Heads(part)
         for spec in self.heads.specs:
             target, mask = loader_data.gather(all_nodes, all_nodes, []).labels[spec.name]

@@ -112,6 +112,23 @@ def _cmd_train(args: argparse.Namespace) -> None:
           else json.dumps(metrics, indent=2))
 
 
+def _cmd_infer(args: argparse.Namespace) -> None:
+    from graviti_dist.inference import run_inference
+
+    summary = run_inference(args.run, args.partitions, args.out, executor=args.executor, address=args.address,
+                            num_actors=args.num_actors, threads_per_actor=args.threads_per_actor, device=args.device,
+                            overwrite=args.overwrite)
+    rows = ", ".join(f"{n:,} {t}" for t, n in summary["rows"].items())
+    print(f"wrote {args.out}: predictions for {rows} ({', '.join(t['name'] for t in summary['tasks'])}) "
+          f"in {summary['seconds']:.1f}s")
+
+
+def _cmd_serve(args: argparse.Namespace) -> None:
+    from graviti_dist.serve import serve
+
+    serve(args.run, args.partitions, host=args.host, port=args.port, max_ids=args.max_ids, device=args.device)
+
+
 def _cmd_bench(args: argparse.Namespace) -> None:
     # The suite lives in the checkout's benchmarks/ (results are committed there), not in the package.
     repo = Path(__file__).resolve().parent.parent
@@ -197,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     part.set_defaults(func=_cmd_partition)
 
     tr = sub.add_parser("train", help="multi-task GAT training on Ray Train workers with DDP")
-    tr.add_argument("config", type=Path, help="training config YAML (see launch/train.example.yaml)")
+    tr.add_argument("config", type=Path, nargs="?", help="training config YAML (see launch/train.example.yaml); "
+                    "without one, the defaults and --set overrides (partitions=... at least)")
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting, e.g. model.hidden=32")
     tr.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
     tr.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run in the same out")
@@ -209,6 +227,29 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=int, default=4)
     demo.add_argument("--overwrite", action="store_true", help="replace an earlier demo's output")
     demo.set_defaults(func=_cmd_demo)
+
+    inf = sub.add_parser("infer", help="batch predictions for every node to Parquet (full neighbourhoods, Ray actors)")
+    inf.add_argument("run", type=Path, help="a graviti train run directory, or a checkpoint (state.pt) inside one")
+    inf.add_argument("--partitions", type=Path, required=True, help="the partition set the run was trained on")
+    inf.add_argument("--out", type=Path, required=True)
+    inf.add_argument("--executor", choices=["ray", "local"], default="ray",
+                     help="ray: one actor per partition (local Ray or --address); local: this process")
+    inf.add_argument("--address", help="Ray cluster address (default: a local Ray)")
+    inf.add_argument("--num-actors", type=int, help="default: one per partition, at most one per CPU")
+    inf.add_argument("--threads-per-actor", type=int, default=1,
+                     help="torch threads per actor; results are bitwise the same for the same value (default 1)")
+    inf.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    inf.add_argument("--overwrite", action="store_true")
+    inf.set_defaults(func=_cmd_infer)
+
+    srv = sub.add_parser("serve", help="online multi-task predictions over HTTP (FastAPI + uvicorn)")
+    srv.add_argument("run", type=Path, help="a graviti train run directory, or a checkpoint inside one")
+    srv.add_argument("--partitions", type=Path, required=True)
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--max-ids", type=int, default=1024, help="most ids one /predict request may ask for")
+    srv.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    srv.set_defaults(func=_cmd_serve)
 
     bench = sub.add_parser("bench", add_help=False, help="trainer throughput on CPU or CUDA next to plain DGL and PyG "
                                                          "(graviti bench --help for its options)")

@@ -52,12 +52,15 @@ class EarlyStopping(_Strict):
 class TrainConfig(_Strict):
     partitions: str = Field(description="a partition set from graviti partition")
     out: str = Field("runs/train", description="run directory: config, metrics.jsonl, plots, checkpoints")
-    tasks: list[str] | None = Field(None, description="subset of the partition set's node tasks (default: all)")
+    tasks: list[str] | None = Field(None, description="subset of the partition set's tasks (default: all)")
     task_weights: dict[str, float] = Field(default_factory=dict)
     balancing: Literal["static", "uncertainty", "dwa"] = "uncertainty"
     model: ModelConfig = Field(default_factory=ModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
-    batch_size: int = Field(512, ge=1)
+    batch_size: int = Field(512, ge=1, description="node-task seeds per step")
+    link_pairs: int = Field(128, ge=1, description="link-task positive edges per step (with link_negatives each)")
+    link_negatives: int = Field(5, ge=1, description="negative destinations drawn per positive edge")
+    link_eval_negatives: int = Field(50, ge=1, description="negatives each validation/test edge is ranked against (MRR, hits@10)")
     epochs: int = Field(5, ge=1)
     num_workers: int = Field(2, ge=1)
     device: Literal["cpu", "cuda"] = "cpu"
@@ -116,10 +119,10 @@ def check_against_partitions(config: TrainConfig) -> dict:
     if not manifest_path.is_file():
         raise GravitiError(f"partitions: {part_dir} is not a finished partition set (no manifest.json)")
     manifest = json.loads(manifest_path.read_text())
-    node_tasks = [t["name"] for t in manifest["tasks"] if t["type"] != "link"]
+    all_tasks = [t["name"] for t in manifest["tasks"]]
     for name in (config.tasks or []) + list(config.task_weights):
-        if name not in node_tasks:
-            raise GravitiError(f"tasks: {name!r} is not a node task of {part_dir} (tasks there: {node_tasks})")
+        if name not in all_tasks:
+            raise GravitiError(f"tasks: {name!r} is not a task of {part_dir} (tasks there: {all_tasks})")
     hops = manifest["spec"]["num_hops"]
     if len(config.model.fanouts) > hops:
         raise GravitiError(f"model.fanouts: {len(config.model.fanouts)} layers need a halo of {len(config.model.fanouts)} hops, "
@@ -129,6 +132,15 @@ def check_against_partitions(config: TrainConfig) -> dict:
         raise GravitiError(f"num_workers: {config.num_workers} workers but {part_dir} has only {parts} partitions")
     if config.early_stopping is not None:
         task, _, metric = config.early_stopping.metric.partition("/")
-        if task not in node_tasks or not metric:
-            raise GravitiError(f"early_stopping.metric: {config.early_stopping.metric!r} is not TASK/METRIC of a node task")
+        if task not in all_tasks or not metric:
+            raise GravitiError(f"early_stopping.metric: {config.early_stopping.metric!r} is not TASK/METRIC of a task")
     return manifest
+
+
+def encoder_config(config: TrainConfig):
+    """The model package's EncoderConfig for a training config (imported lazily: torch is heavy)."""
+    from graviti_dist.model import EncoderConfig
+
+    m = config.model
+    return EncoderConfig(kind=m.kind, hidden=m.hidden, heads=m.heads, layers=len(m.fanouts), dropout=m.dropout,
+                         attn_dropout=m.attn_dropout, gatv2=m.gatv2, layer_norm=m.layer_norm)

@@ -6,8 +6,10 @@ every node task (a seed carries whichever labels it has); blocks become
 :class:`graviti_dist.model.Block` index tensors with relation ids, and input
 features are grouped per node type as :class:`TypedFeatures`.
 
-Not yet here (training issue): link-task pairs with negatives, edge features
-of halo edges (DGL keeps only inner edges' data).
+Link tasks add, per step, ``link_pairs`` of their edges whose source the
+partition owns, each with ``negatives`` destinations drawn uniformly from the
+partition's nodes of the destination type; their nodes join the seeds.
+Not yet here: edge features of halo edges (DGL keeps only inner edges' data).
 """
 
 from __future__ import annotations
@@ -15,14 +17,14 @@ from __future__ import annotations
 import json
 import queue
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, TypeVar
 
 import torch
 
 from graviti_dist._dgl import dgl
-from graviti_dist.model import Block, MiniBatch, NodeInputSpec, TypedFeatures
+from graviti_dist.model import Block, LinkPairs, MiniBatch, NodeInputSpec, TypedFeatures
 from graviti_dist.partition_check import HALO_FEATS, MANIFEST
 
 
@@ -38,6 +40,7 @@ class WorkerPartition:
     tables: list[dict[str, torch.Tensor]]  # per type id: key -> (rows, ...)
     inputs: list[NodeInputSpec]
     feature_keys: list[dict[str, list[str]]]  # per type: kind -> feature keys in a fixed order
+    links: dict[str, "LinkEdges"] = field(default_factory=dict)  # link task -> the edges this partition trains on
 
     @property
     def ntypes(self) -> list[str]:
@@ -71,7 +74,63 @@ def load_worker_partition(part_dir: str | Path, part_id: int) -> WorkerPartition
         spec, kinds = _input_spec(manifest["features"][name], table)
         inputs.append(spec)
         keys.append(kinds)
-    return WorkerPartition(graph, manifest, node_type, row, inner, tables, inputs, keys)
+    part = WorkerPartition(graph, manifest, node_type, row, inner, tables, inputs, keys)
+    link_tasks = [t for t in manifest["tasks"] if t["type"] == "link"]
+    if link_tasks:
+        local_of = _local_of_type_id(part_dir, part)
+        part.links = {t["name"]: _link_edges(part_dir, part, t, local_of) for t in link_tasks}
+    return part
+
+
+@dataclass
+class LinkEdges:
+    """A link task's edges whose source node this partition owns (local ids), with their split.
+
+    Destinations are local too: training edges are in the message-passing graph,
+    so the halo holds them; a validation/test edge whose destination lies outside
+    the partition is left out of this partition's evaluation.
+    """
+
+    src: torch.Tensor
+    dst: torch.Tensor
+    split: torch.Tensor
+    src_type: int
+    dst_type: int
+    candidates: torch.Tensor  # every local node of the destination type: negatives are drawn here
+
+
+def _local_of_type_id(part_dir: Path, part: WorkerPartition) -> list[torch.Tensor]:
+    """Per node type: local node id of each of the type's (crawl-order) ids, -1 where not in this partition."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    out = []
+    shuffled = part.graph.ndata[dgl.NID].numpy()
+    for t, name in enumerate(part.ntypes):
+        id_map = pq.read_table(part_dir / "id_map" / f"{name}.parquet", columns=["shuffled_id", "type_id"])
+        order = np.argsort(id_map["shuffled_id"].to_numpy())
+        sorted_shuffled = id_map["shuffled_id"].to_numpy()[order]
+        local = torch.nonzero(part.node_type == t).squeeze(1).numpy()
+        type_id = id_map["type_id"].to_numpy()[order][np.searchsorted(sorted_shuffled, shuffled[local])]
+        table = torch.full((id_map.num_rows,), -1, dtype=torch.long)
+        table[torch.from_numpy(type_id)] = torch.from_numpy(local).long()
+        out.append(table)
+    return out
+
+
+def _link_edges(part_dir: Path, part: WorkerPartition, task: dict, local_of: list[torch.Tensor]) -> LinkEdges:
+    import pyarrow.parquet as pq
+
+    relation = part.manifest["schema"]["relations"][task["relation"]]
+    src_type, dst_type = part.ntypes.index(relation["src"]), part.ntypes.index(relation["dst"])
+    table = pq.read_table(part_dir / "link_splits" / f"{task['name']}.parquet")
+    src = local_of[src_type][torch.tensor(table["src"].to_numpy(), dtype=torch.long)]
+    dst = local_of[dst_type][torch.tensor(table["dst"].to_numpy(), dtype=torch.long)]
+    keep = (src >= 0) & (dst >= 0)
+    keep &= part.inner[src.clamp(min=0)]
+    split = torch.tensor(table["split"].to_numpy(), dtype=torch.long)
+    candidates = torch.nonzero(part.node_type == dst_type).squeeze(1)
+    return LinkEdges(src[keep], dst[keep], split[keep], src_type, dst_type, candidates)
 
 
 def _input_spec(features: dict, table: dict[str, torch.Tensor]) -> tuple[NodeInputSpec, dict[str, list[str]]]:
@@ -99,11 +158,18 @@ class NodeMinibatches:
     """
 
     def __init__(self, part: WorkerPartition, fanouts: list[int], batch_size: int, split: str = "train",
-                 seed: int = 0, shuffle: bool = True, tasks: list[str] | None = None):
+                 seed: int = 0, shuffle: bool = True, tasks: list[str] | None = None, link_pairs: int = 128,
+                 negatives: int = 5):
         self.part, self.batch_size, self.split, self.shuffle = part, batch_size, split, shuffle
         self.sampler = dgl.dataloading.NeighborSampler(list(fanouts))
+        self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
         self.tasks = [t for t in part.manifest["tasks"] if t["type"] != "link" and (tasks is None or t["name"] in tasks)]
+        split_id = {"train": 0, "val": 1, "test": 2}[split]
+        # link task -> (edge positions of this split); each step adds ``link_pairs`` of them with ``negatives`` each
+        self.links = {name: torch.nonzero(edges.split == split_id).squeeze(1) for name, edges in part.links.items()
+                      if tasks is None or name in tasks}
+        self.link_pairs, self.negatives = link_pairs, negatives
         type_id = {name: i for i, name in enumerate(part.ntypes)}
         eligible = torch.zeros(part.graph.num_nodes(), dtype=torch.bool)
         for task in self.tasks:
@@ -121,7 +187,13 @@ class NodeMinibatches:
                 self.dense_stats.append((dense.mean(0), dense.std(0).clamp(min=1e-6)))
 
     def __len__(self) -> int:
-        return -(-self.seeds.numel() // self.batch_size)
+        """Steps per pass: enough for every node seed (link edges cycle alongside while training); when
+        evaluating, or with no node seeds, also enough for every link edge."""
+        node_steps = -(-self.seeds.numel() // self.batch_size)
+        link_steps = max((-(-e.numel() // self.link_pairs) for e in self.links.values()), default=0)
+        if self.shuffle and node_steps:
+            return node_steps
+        return max(node_steps, link_steps)
 
     def _dense(self, t: int, rows: torch.Tensor) -> torch.Tensor | None:
         keys = self.part.feature_keys[t]["dense"]
@@ -130,13 +202,46 @@ class NodeMinibatches:
         return torch.cat([self.part.tables[t][k][rows].float().reshape(len(rows), -1) for k in keys], dim=1)
 
     def __iter__(self) -> Iterator[MiniBatch]:
+        if not self.shuffle:  # evaluation: the same negatives every pass
+            self.generator.manual_seed(self.seed)
         order = self.seeds[torch.randperm(self.seeds.numel(), generator=self.generator)] if self.shuffle else self.seeds
-        for start in range(0, order.numel(), self.batch_size):
-            yield self.batch(order[start:start + self.batch_size])
+        link_order = {name: e[torch.randperm(e.numel(), generator=self.generator)] if self.shuffle else e
+                      for name, e in self.links.items()}
+        for step in range(len(self)):
+            seeds = order[step * self.batch_size:(step + 1) * self.batch_size]
+            yield self.batch(seeds, self.link_batch(link_order, step))
 
-    def batch(self, seeds: torch.Tensor) -> MiniBatch:
-        """Sample the neighbourhood of ``seeds`` (local node ids) into a MiniBatch."""
-        return self.gather(seeds, *self.sample(seeds))
+    def link_batch(self, link_order: dict[str, torch.Tensor], step: int) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Step ``step``'s (src, pos, neg) local ids per link task, cycling through each task's edges."""
+        out = {}
+        for name, positions in link_order.items():
+            if positions.numel() == 0:
+                continue
+            edges = self.part.links[name]
+            pick = positions[torch.arange(step * self.link_pairs, (step + 1) * self.link_pairs) % positions.numel()]
+            if not self.shuffle:  # evaluation: each edge once
+                pick = positions[step * self.link_pairs:(step + 1) * self.link_pairs]
+                if pick.numel() == 0:
+                    continue
+            draw = torch.randint(edges.candidates.numel(), (pick.numel(), self.negatives), generator=self.generator)
+            out[name] = (edges.src[pick], edges.dst[pick], edges.candidates[draw])
+        return out
+
+    def batch(self, seeds: torch.Tensor, links: dict | None = None) -> MiniBatch:
+        """Sample the neighbourhood of ``seeds`` (local node ids) and of the link pairs' nodes into a MiniBatch."""
+        if not links:
+            return self.gather(seeds, *self.sample(seeds))
+        pieces = [seeds] + [t.reshape(-1) for triple in links.values() for t in triple]
+        nodes, inverse = torch.unique(torch.cat(pieces), return_inverse=True)
+        node_seed = torch.zeros(nodes.numel(), dtype=torch.bool)
+        node_seed[inverse[:seeds.numel()]] = True  # node-task labels count only for the node seeds drawn
+        pairs, offset = {}, seeds.numel()
+        for name, (src, pos, neg) in links.items():
+            p, k = src.numel(), neg.shape[1]
+            pairs[name] = LinkPairs(inverse[offset:offset + p], inverse[offset + p:offset + 2 * p],
+                                    inverse[offset + 2 * p:offset + 2 * p + p * k].view(p, k))
+            offset += 2 * p + p * k
+        return self.gather(nodes, *self.sample(nodes), node_seed=node_seed, links=pairs)
 
     def sample(self, seeds: torch.Tensor) -> tuple[torch.Tensor, list[Block]]:
         """DGL's neighbour sampling of ``seeds``: (input nodes, blocks as index tensors with relation ids)."""
@@ -147,10 +252,12 @@ class NodeMinibatches:
                   for b in dgl_blocks]
         return input_nodes, blocks
 
-    def gather(self, seeds: torch.Tensor, input_nodes: torch.Tensor, blocks: list[Block]) -> MiniBatch:
-        """Features of ``input_nodes`` and labels of ``seeds`` around sampled ``blocks``."""
+    def gather(self, seeds: torch.Tensor, input_nodes: torch.Tensor, blocks: list[Block],
+               node_seed: torch.Tensor | None = None, links: dict[str, LinkPairs] | None = None) -> MiniBatch:
+        """Features of ``input_nodes`` and labels of ``seeds`` around sampled ``blocks``; ``node_seed``
+        limits node-task labels to some seeds (the rest are link-pair nodes)."""
         part = self.part
-        features = self._features(input_nodes)
+        features = self.features(input_nodes)
         seed_type = part.node_type[seeds]
         labels = {}
         for task in self.tasks:
@@ -160,10 +267,13 @@ class NodeMinibatches:
             table = part.tables[t]
             target = table[f"label_{task['name']}"][rows]
             mask = of_type & table[f"{self.split}_{task['name']}"][rows]
+            if node_seed is not None:
+                mask &= node_seed
             labels[task["name"]] = (target, mask)
-        return MiniBatch(blocks, features, seed_type, labels)
+        return MiniBatch(blocks, features, seed_type, labels, links or {})
 
-    def _features(self, input_nodes: torch.Tensor) -> TypedFeatures:
+    def features(self, input_nodes: torch.Tensor) -> TypedFeatures:
+        """Standardised input features of local nodes ``input_nodes``, grouped by type."""
         part = self.part
         node_type = part.node_type[input_nodes]
         features = TypedFeatures(node_type)

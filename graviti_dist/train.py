@@ -29,22 +29,15 @@ from ray.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from graviti_dist._dgl import set_threads
-from graviti_dist.config import TrainConfig, check_against_partitions
+from graviti_dist.config import TrainConfig, check_against_partitions, encoder_config
 from graviti_dist.errors import GravitiError
 from graviti_dist.metrics import torch_distributed_gather
-from graviti_dist.model import EncoderConfig
 from graviti_dist.ray_cluster import ray_session
 from graviti_dist.sampling import NodeMinibatches, load_worker_partition, on_device, prefetch
 from graviti_dist.worker_loop import build_model, evaluate, make_optimizer, train_step
 
 CHECKPOINT_FILE = "state.pt"
 METRICS_FILE = "metrics.jsonl"
-
-
-def _encoder_config(config: TrainConfig) -> EncoderConfig:
-    m = config.model
-    return EncoderConfig(kind=m.kind, hidden=m.hidden, heads=m.heads, layers=len(m.fanouts), dropout=m.dropout,
-                         attn_dropout=m.attn_dropout, gatv2=m.gatv2, layer_norm=m.layer_norm)
 
 
 def _cycle_steps(batches: list[NodeMinibatches], steps: int):
@@ -78,11 +71,16 @@ def train_loop_per_worker(config_dict: dict) -> None:
     parts = [load_worker_partition(config.partitions, p) for p in owned]
     fanouts = list(config.model.fanouts)
     tasks = config.tasks
-    train = [NodeMinibatches(p, fanouts, config.batch_size, "train", seed=config.seed * 1000 + k, tasks=tasks)
+    links = {"link_pairs": config.link_pairs, "negatives": config.link_negatives}
+    train = [NodeMinibatches(p, fanouts, config.batch_size, "train", seed=config.seed * 1000 + k, tasks=tasks, **links)
              for k, p in zip(owned, parts)]
-    val = [NodeMinibatches(p, fanouts, config.batch_size, "val", shuffle=False, tasks=tasks) for p in parts]
-    test = [NodeMinibatches(p, fanouts, config.batch_size, "test", shuffle=False, tasks=tasks) for p in parts]
-    model = build_model(parts[0], _encoder_config(config), config.balancing, tasks, config.task_weights).to(device)
+    # Evaluation negatives are drawn from a fixed seed: every epoch ranks against the same ones.
+    links["negatives"] = config.link_eval_negatives
+    val = [NodeMinibatches(p, fanouts, config.batch_size, "val", seed=k, shuffle=False, tasks=tasks, **links)
+           for k, p in zip(owned, parts)]
+    test = [NodeMinibatches(p, fanouts, config.batch_size, "test", seed=k, shuffle=False, tasks=tasks, **links)
+            for k, p in zip(owned, parts)]
+    model = build_model(parts[0], encoder_config(config), config.balancing, tasks, config.task_weights).to(device)
     core = model
     # [1] DDP; a batch may lack a node type, so some input projections go unused in a step.
     model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})

@@ -18,11 +18,15 @@ from graviti_dist.sampling import NodeMinibatches, WorkerPartition, on_device, p
 
 
 def task_specs(part: WorkerPartition) -> list[TaskSpec]:
-    """Head specs for the partition's node tasks, with the partitioner's training statistics."""
+    """Head specs for the partition's tasks (node tasks with the partitioner's training statistics, link tasks)."""
     type_id = {name: i for i, name in enumerate(part.ntypes)}
     specs = []
+    relations = part.manifest["schema"]["relations"]
     for task in part.manifest["tasks"]:
         if task["type"] == "link":
+            relation = relations[task["relation"]]
+            specs.append(TaskSpec(name=task["name"], type="link", node_type=type_id[relation["src"]],
+                                  dst_node_type=type_id[relation["dst"]]))
             continue
         specs.append(TaskSpec(
             name=task["name"], type=task["type"], node_type=type_id[task["node_type"]],
@@ -72,14 +76,19 @@ def make_optimizer(params, lr: float, weight_decay: float = 0.0, device: torch.d
 @torch.no_grad()
 def evaluate(model: MultiTaskModel, batches: Iterable[MiniBatch], device: torch.device | str = "cpu",
              gather: Gather = single_worker) -> dict[str, dict[str, float]]:
-    """Metrics of every node task over ``batches`` (labelled seeds of their split only); ``gather``
-    collects every worker's predictions first, so the metrics are exact under DDP."""
+    """Metrics of every task over ``batches`` (labelled seeds of their split; link tasks: the split's
+    edges ranked against their negatives); ``gather`` collects every worker's predictions first, so
+    the metrics are exact under DDP."""
     model.eval()
-    metrics = {name: TaskMetric(spec.type, spec.num_classes) for name, spec in model.specs.items() if spec.type != "link"}
+    metrics = {name: TaskMetric(spec.type, spec.num_classes) for name, spec in model.specs.items()}
     for batch in batches:
         batch = batch.to(device)
         _, outputs = model(batch)
         for name, metric in metrics.items():
+            if model.specs[name].type == "link":
+                if name in batch.links:
+                    metric.update(outputs[name])
+                continue
             target, mask = batch.labels[name]
             metric.update(model.heads[name].predict(outputs[name]), target, mask)
     return {name: metric.compute(gather) for name, metric in metrics.items()}

@@ -171,10 +171,19 @@ class GATEncoder(nn.Module):
         if len(blocks) != len(self.layers):
             raise ValueError(f"encoder has {len(self.layers)} layers but got {len(blocks)} blocks")
         h = self.project(features)
-        for i, (layer, block) in enumerate(zip(self.layers, blocks)):
-            out = layer(block, h)
-            h = F.elu(out.flatten(1)) if i < len(self.layers) - 1 else out.mean(1)
+        for i, block in enumerate(blocks):
+            h = self.apply_layer(i, block, h)
         return h
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    def apply_layer(self, i: int, block: Block, h: torch.Tensor) -> torch.Tensor:
+        """Layer ``i`` on ``block`` with its activation: what layer-wise (full-neighbourhood)
+        inference calls once per layer over every node, instead of per sampled minibatch."""
+        out = self.layers[i](block, h)
+        return F.elu(out.flatten(1)) if i < len(self.layers) - 1 else out.mean(1)
 
 
 class MLPEncoder(nn.Module):
@@ -194,11 +203,20 @@ class MLPEncoder(nn.Module):
     def forward(self, blocks: list[Block], features: TypedFeatures) -> torch.Tensor:
         seeds = blocks[-1].num_dst if blocks else features.node_type.numel()
         h = self.project(features)[:seeds]
-        for i, linear in enumerate(self.mlp):
-            h = linear(self.dropout(h))
-            if i < len(self.mlp) - 1:
-                h = F.elu(h)
+        for i in range(len(self.mlp)):
+            h = self.apply_layer(i, None, h)
         return h
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.mlp)
+
+    def apply_layer(self, i: int, block: Block | None, h: torch.Tensor) -> torch.Tensor:
+        """Layer ``i`` on each node's own row (the block only fixes how many rows are outputs)."""
+        if block is not None:
+            h = h[: block.num_dst]
+        h = self.mlp[i](self.dropout(h))
+        return F.elu(h) if i < len(self.mlp) - 1 else h
 
 
 def build_encoder(config: EncoderConfig, inputs: list[NodeInputSpec]) -> nn.Module:

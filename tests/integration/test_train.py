@@ -56,7 +56,7 @@ def test_config_errors_name_the_field(two_parts, tmp_path, capsys):
         load_train_config(None, [f"partitions={two_parts}", "colour=red"])
     with pytest.raises(GravitiError, match="3 layers need a halo of 3 hops"):
         fit(load_train_config(None, [f"partitions={two_parts}", "model.fanouts=[5,5,5]", f"out={tmp_path}/r"]))
-    with pytest.raises(GravitiError, match="'likes' is not a node task"):
+    with pytest.raises(GravitiError, match="'likes' is not a task"):
         fit(load_train_config(None, [f"partitions={two_parts}", "tasks=[likes]", f"out={tmp_path}/r"]))
     with pytest.raises(GravitiError, match="only 2 partitions"):
         fit(load_train_config(None, [f"partitions={two_parts}", "num_workers=3", f"out={tmp_path}/r"]))

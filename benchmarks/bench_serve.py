@@ -1,0 +1,136 @@
+"""Load test of `graviti serve` on loopback: single-id latency (p50/p99) and 64-id batch throughput.
+
+The service runs as its own process (`graviti serve`), the client here, both on this machine,
+over HTTP keep-alive. Bounded in requests and in seconds.
+Setup (cached under --workdir): Twitch ENGB+PTBR from the datasets folder, 2 partitions,
+a 2-epoch `graviti train` run with the default model.
+Usage: python -m benchmarks.bench_serve [--single 2000] [--batches 300] [--clients 1,4] [--seconds 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import requests
+
+from benchmarks._meta import write_result
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def prepare(workdir: Path, datasets: Path) -> tuple[Path, Path]:
+    from graviti_dist.crawl.importers import import_twitch
+    from graviti_dist.partition import PartitionSpec, partition_crawl
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    crawl, parts, run = workdir / "twitch-crawl", workdir / "twitch-2parts", workdir / "twitch-run"
+    if not (crawl / "graph.yaml").exists():
+        import_twitch([datasets / "twitch" / "ENGB", datasets / "twitch" / "PTBR"], crawl, overwrite=True)
+    if not (parts / "manifest.json").exists():
+        partition_crawl(crawl, parts, PartitionSpec(num_parts=2, executor="local"), overwrite=True)
+    if not (run / "best_model.pt").exists():
+        subprocess.run([sys.executable, "-m", "graviti_dist.train", "--set", f"partitions={parts}", "--set", f"out={run}",
+                        "--set", "num_workers=1", "--set", "epochs=2", "--overwrite"], check=True, cwd=REPO)
+    return run, parts
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_service(run: Path, parts: Path, port: int, threads: int) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    proc = subprocess.Popen([sys.executable, "-m", "graviti_dist.cli", "serve", str(run), "--partitions", str(parts),
+                             "--port", str(port)], env=env, cwd=REPO)
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).ok:
+                return proc
+        except requests.ConnectionError:
+            time.sleep(0.2)
+        if proc.poll() is not None:
+            raise SystemExit("graviti serve exited during start-up")
+    proc.kill()
+    raise SystemExit("graviti serve did not answer /health within 180 s")
+
+
+def _client_run(url: str, bodies: list[dict], deadline: float) -> list[float]:
+    session = requests.Session()
+    latencies = []
+    for body in bodies:
+        if time.time() > deadline:
+            break
+        start = time.perf_counter()
+        response = session.post(url, json=body, timeout=30)
+        latencies.append(time.perf_counter() - start)
+        response.raise_for_status()
+    return latencies
+
+
+def load(url: str, bodies: list[dict], clients: int, seconds: float) -> dict:
+    """Send ``bodies`` from ``clients`` keep-alive clients; latency percentiles and request throughput."""
+    _client_run(url, bodies[:20], time.time() + 30)  # warm-up
+    shares = [bodies[i::clients] for i in range(clients)]
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        results = list(pool.map(lambda share: _client_run(url, share, time.time() + seconds), shares))
+    elapsed = time.perf_counter() - start
+    latencies = sorted(x for r in results for x in r)
+
+    def pct(q: float) -> float:
+        return round(latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1e3, 2)
+
+    return {"clients": clients, "requests": len(latencies), "seconds": round(elapsed, 2),
+            "requests_per_s": round(len(latencies) / elapsed, 1), "p50_ms": pct(0.5), "p90_ms": pct(0.9),
+            "p99_ms": pct(0.99), "max_ms": round(latencies[-1] * 1e3, 2), "mean_ms": round(statistics.mean(latencies) * 1e3, 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--single", type=int, default=2000, help="single-id requests")
+    parser.add_argument("--batches", type=int, default=300, help="64-id requests")
+    parser.add_argument("--clients", default="1,4", help="concurrent keep-alive clients to try")
+    parser.add_argument("--seconds", type=float, default=60, help="time bound per measurement")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads in the service")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/graviti-bench"))
+    parser.add_argument("--datasets", type=Path, default=Path(os.environ.get("GRAVITI_DATASETS", REPO.parent / "shared" / "datasets")))
+    args = parser.parse_args()
+    run, parts = prepare(args.workdir, args.datasets)
+    ids = [str(i) for i in pq.read_table(parts / "id_map" / "user.parquet")["raw_id"].to_pylist()]
+    rng = random.Random(0)
+    single = [{"ids": [rng.choice(ids)]} for _ in range(args.single)]
+    batch = [{"ids": rng.sample(ids, 64)} for _ in range(args.batches)]
+    port = _port()
+    service = start_service(run, parts, port, args.threads)
+    url = f"http://127.0.0.1:{port}/predict"
+    try:
+        runs = []
+        for clients in (int(c) for c in args.clients.split(",")):
+            for kind, bodies in (("single id", single), ("64 ids", batch)):
+                row = {"request": kind, **load(url, bodies, clients, args.seconds)}
+                row["ids_per_s"] = round(row["requests_per_s"] * len(bodies[0]["ids"]), 1)
+                print(row, flush=True)
+                runs.append(row)
+    finally:
+        service.terminate()
+        service.wait(timeout=30)
+    path = write_result("serve", {"benchmark": "serve", "graph": "twitch ENGB+PTBR (2 partitions)", "service_threads": args.threads,
+                                  "model": "graviti train defaults (2-layer GAT, 4x64), 2 epochs", "runs": runs})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""Online predictions for given raw ids, from partitions held in memory.
+
+At start-up every partition runs the model's lower layers over all of its nodes
+(full neighbourhoods, as batch inference does); a request then runs only the
+last layer over each asked node's full in-neighbourhood, and the heads. The
+answers equal ``graviti infer``'s for the same run and partitions (a test holds
+this) and a single id costs one small block, not an L-hop neighbourhood.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+from graviti_dist.errors import GravitiError
+from graviti_dist.inference import (PartitionInference, check_depth, load_run, original_units, raw_ids_of_inner,
+                                    trained_model)
+from graviti_dist.partition_check import MANIFEST
+from graviti_dist.sampling import load_worker_partition
+
+
+class Predictor:
+    """Per-id, per-task predictions of a trained run over a partition set."""
+
+    def __init__(self, run_path: str | Path, part_dir: str | Path, device: str = "cpu"):
+        part_dir = Path(part_dir)
+        if not (part_dir / MANIFEST).exists():
+            raise GravitiError(f"{part_dir}: not a partition set (no {MANIFEST}); run graviti partition first")
+        self.run = load_run(run_path)
+        self.manifest = json.loads((part_dir / MANIFEST).read_text())
+        check_depth(self.run, self.manifest, part_dir)
+        parts = [load_worker_partition(part_dir, p) for p in range(self.manifest["spec"]["num_parts"])]
+        model = trained_model(self.run, parts[0], device)
+        self.inference = [PartitionInference(part, model, device) for part in parts]
+        self.hidden = [inf.hidden(inf.num_layers - 1) for inf in self.inference]
+        self.tasks = {t["name"]: t for t in self.manifest["tasks"] if t["name"] in model.specs and t["type"] != "link"}
+        self.index: dict[tuple[str, str], tuple[int, int]] = {}
+        self.types_of: dict[str, list[str]] = defaultdict(list)
+        for p, part in enumerate(parts):
+            for t, (nodes, raw_ids) in raw_ids_of_inner(part_dir, part, p).items():
+                node_type = part.ntypes[t]
+                for local, raw in zip(nodes.tolist(), raw_ids.to_pylist()):
+                    self.index[(node_type, str(raw))] = (p, local)
+                    self.types_of[str(raw)].append(node_type)
+        self.lock = threading.Lock()  # one request's forward at a time: predictable latency, no thread oversubscription
+
+    @property
+    def num_nodes(self) -> int:
+        return len(self.index)
+
+    def predict(self, ids: list[str], tasks: list[str] | None = None, node_type: str | None = None,
+                embedding: bool = False) -> dict:
+        """``{"predictions": {id: {...}}, "unknown": {id: reason}}``; raises ValueError for a bad task or node type."""
+        wanted = self._tasks(tasks)
+        if node_type is not None and node_type not in self.manifest["ntypes"]:
+            raise ValueError(f"node_type {node_type!r} is not one of {self.manifest['ntypes']}")
+        unknown: dict[str, str] = {}
+        by_part: dict[int, list[tuple[str, str, int]]] = defaultdict(list)
+        for raw in dict.fromkeys(ids):  # each id once, in the order asked
+            types = [node_type] if node_type else self.types_of.get(raw, [])
+            if not types or (types[0], raw) not in self.index:
+                unknown[raw] = f"no {node_type or 'node'} with id {raw!r} in these partitions"
+            elif len(types) > 1:
+                unknown[raw] = f"id {raw!r} is a {' and a '.join(types)}: pass node_type"
+            else:
+                p, local = self.index[(types[0], raw)]
+                by_part[p].append((raw, types[0], local))
+        answers = {}
+        with self.lock:
+            for p, items in sorted(by_part.items()):
+                emb, preds = self.inference[p].predict(torch.tensor([local for _, _, local in items]), self.hidden[p])
+                for i, (raw, ntype, _) in enumerate(items):
+                    entry = {"node_type": ntype, "predictions": {
+                        name: format_prediction(self.tasks[name], preds[name][i])
+                        for name in wanted if self.tasks[name]["node_type"] == ntype}}
+                    if embedding:
+                        entry["embedding"] = emb[i].tolist()
+                    answers[raw] = entry
+        return {"predictions": {raw: answers[raw] for raw in dict.fromkeys(ids) if raw in answers}, "unknown": unknown}
+
+    def _tasks(self, tasks: list[str] | None) -> list[str]:
+        if tasks is None:
+            return list(self.tasks)
+        bad = [t for t in tasks if t not in self.tasks]
+        if bad:
+            raise ValueError(f"unknown task(s) {bad}; this model predicts {sorted(self.tasks)}")
+        return list(dict.fromkeys(tasks))
+
+
+def format_prediction(task: dict, value: torch.Tensor) -> dict:
+    """One node's prediction for ``task`` as JSON: class + probabilities, probability, or value."""
+    if task["type"] == "multiclass":
+        classes = task.get("classes") or [str(i) for i in range(value.numel())]
+        probabilities = {str(c): float(p) for c, p in zip(classes, value.tolist())}
+        return {"class": classes[int(value.argmax())], "probabilities": probabilities}
+    if task["type"] == "multilabel":
+        return {"probabilities": [float(p) for p in value.tolist()]}
+    if task["type"] == "binary":
+        return {"probability": float(value)}
+    return {"value": float(original_units(task, value))}
