@@ -117,7 +117,7 @@ def _cmd_infer(args: argparse.Namespace) -> None:
 
     summary = run_inference(args.run, args.partitions, args.out, executor=args.executor, address=args.address,
                             num_actors=args.num_actors, threads_per_actor=args.threads_per_actor, device=args.device,
-                            overwrite=args.overwrite)
+                            overwrite=args.overwrite, top_k=args.top_k)
     rows = ", ".join(f"{n:,} {t}" for t, n in summary["rows"].items())
     print(f"wrote {args.out}: predictions for {rows} ({', '.join(t['name'] for t in summary['tasks'])}) "
           f"in {summary['seconds']:.1f}s")
@@ -239,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--threads-per-actor", type=int, default=1,
                      help="torch threads per actor; results are bitwise the same for the same value (default 1)")
     inf.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    inf.add_argument("--top-k", type=int, default=10, help="recommendations per source node for each link task")
     inf.add_argument("--overwrite", action="store_true")
     inf.set_defaults(func=_cmd_infer)
 

@@ -221,8 +221,9 @@ def infer_partition(part_dir: str, part_id: int, run: TrainedRun, out: str, devi
 
 def run_inference(run_path: str | Path, part_dir: str | Path, out: str | Path, *, executor: str = "ray",
                   address: str | None = None, num_actors: int | None = None, threads_per_actor: int = 1,
-                  device: str = "cpu", overwrite: bool = False) -> dict:
-    """``graviti infer``: every partition's nodes to ``out/predictions/<node type>/part-*.parquet``.
+                  device: str = "cpu", overwrite: bool = False, top_k: int = 10) -> dict:
+    """``graviti infer``: every partition's nodes to ``out/predictions/<node type>/part-*.parquet``, and
+    for each link task the ``top_k`` recommended destinations per source to ``out/recommendations/<task>.parquet``.
 
     Results depend only on the run, the partitions and ``threads_per_actor``:
     the same with one actor or many (each partition is computed the same way).
@@ -255,6 +256,8 @@ def run_inference(run_path: str | Path, part_dir: str | Path, out: str | Path, *
                    "rows": {t: sum(s["rows"].get(t, 0) for s in stats) for t in manifest["ntypes"]},
                    "tasks": [t for t in manifest["tasks"] if t["type"] != "link" and (run.config.tasks is None or t["name"] in run.config.tasks)],
                    "seconds": round(time.perf_counter() - started, 3)}
+        summary["recommendations"] = write_recommendations(tmp, part_dir, run, manifest, top_k)
+        summary["seconds"] = round(time.perf_counter() - started, 3)
         (tmp / "inference.json").write_text(json.dumps(summary, indent=2))
         publish(tmp, out)
     except BaseException:
@@ -283,3 +286,88 @@ class _InferenceActor:
 
     def infer(self, part_dir: str, part_id: int, run: TrainedRun, out: str, device: str, threads: int) -> dict:
         return infer_partition(part_dir, part_id, run, out, device, threads)
+
+
+# --- link tasks: top-k recommendations ---------------------------------------------------------------
+
+class Recommender:
+    """Top-k destinations per source for a link task, over every node's final embedding.
+
+    Scores are the trained link head's (dot scorer: a projected source embedding
+    against each destination's); destinations the source already links to in the
+    training graph are left out, so recommendations are new items.
+    """
+
+    def __init__(self, run: TrainedRun, part_dir: Path, manifest: dict, task: dict, src_emb: torch.Tensor, dst_emb: torch.Tensor):
+        from graviti_dist.model.heads import TaskSpec, build_head
+
+        self.name = task["name"]
+        relation = manifest["schema"]["relations"][task["relation"]]
+        self.src_type, self.dst_type = relation["src"], relation["dst"]
+        head = build_head(TaskSpec(name=self.name, type="link"), src_emb.shape[1])
+        prefix = f"heads.{self.name}."
+        head_state = {k[len(prefix):]: v for k, v in run.state.items() if k.startswith(prefix)}
+        if not head_state:
+            raise GravitiError(f"{run.source}: the model has no trained head for link task {self.name!r}")
+        head.load_state_dict(head_state)
+        self.head = head.eval()
+        self.src_emb, self.dst_emb = src_emb, dst_emb
+        self.src_ids = pq.read_table(part_dir / "id_map" / f"{self.src_type}.parquet", columns=["raw_id"])["raw_id"]
+        self.dst_ids = pq.read_table(part_dir / "id_map" / f"{self.dst_type}.parquet", columns=["raw_id"])["raw_id"]
+        edges = pq.read_table(part_dir / "link_splits" / f"{self.name}.parquet")
+        train = edges.filter(pa.compute.equal(edges["split"], 0))
+        src, dst = (torch.tensor(train[c].to_numpy(), dtype=torch.long) for c in ("src", "dst"))
+        order = torch.argsort(src * len(self.dst_ids) + dst)
+        self.known_dst = dst[order]
+        self.known_ptr = torch.zeros(len(self.src_ids) + 1, dtype=torch.long)
+        torch.cumsum(torch.bincount(src, minlength=len(self.src_ids)), 0, out=self.known_ptr[1:])
+
+    @torch.no_grad()
+    def top_k(self, sources: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(destination type ids (n, k'), probabilities (n, k')) for source type ids ``sources``; k' = min(k, #dst)."""
+        scores = self.head.score(self.src_emb[sources].unsqueeze(1), self.dst_emb.unsqueeze(0)) \
+            if self.head.mlp is not None else self.head.src_proj(self.src_emb[sources]) @ self.dst_emb.t()
+        for row, s in enumerate(sources.tolist()):
+            scores[row, self.known_dst[self.known_ptr[s]:self.known_ptr[s + 1]]] = float("-inf")
+        values, items = scores.topk(min(k, scores.shape[1]), dim=1)
+        return items, torch.sigmoid(values)
+
+
+def embeddings_by_type_id(tables: pa.Table, id_map: pa.Table) -> torch.Tensor:
+    """Stack a predictions table's embeddings in the node type's (crawl) id order."""
+    positions = pa.compute.index_in(tables["id"], value_set=id_map["raw_id"]).to_numpy()
+    width = len(tables["embedding"][0].as_py()) if tables.num_rows else 0
+    flat = tables["embedding"].combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    out = torch.zeros(id_map.num_rows, width)
+    out[torch.from_numpy(positions.astype(np.int64))] = torch.from_numpy(flat.reshape(-1, width).copy())
+    return out
+
+
+def write_recommendations(tmp: Path, part_dir: Path, run: TrainedRun, manifest: dict, k: int, chunk: int = 1024) -> dict:
+    """``recommendations/<task>.parquet``: per source node, its top-k new destinations and their probabilities."""
+    import pyarrow.dataset as pads
+
+    rows = {}
+    for task in manifest["tasks"]:
+        if task["type"] != "link" or (run.config.tasks is not None and task["name"] not in run.config.tasks):
+            continue
+        relation = manifest["schema"]["relations"][task["relation"]]
+        emb = {t: embeddings_by_type_id(pads.dataset(tmp / "predictions" / t, format="parquet").to_table(columns=["id", "embedding"]),
+                                        pq.read_table(part_dir / "id_map" / f"{t}.parquet", columns=["raw_id"]))
+               for t in {relation["src"], relation["dst"]}}
+        rec = Recommender(run, part_dir, manifest, task, emb[relation["src"]], emb[relation["dst"]])
+        items, probs = [], []
+        for sources in torch.arange(len(rec.src_ids)).split(chunk):
+            i, p = rec.top_k(sources, k)
+            items.append(i)
+            probs.append(p)
+        items_t, probs_t = torch.cat(items), torch.cat(probs)
+        width = items_t.shape[1]
+        offsets = pa.array(np.arange(0, len(rec.src_ids) * width + 1, width, dtype=np.int32))
+        table = pa.table({"id": rec.src_ids,
+                          "items": pa.ListArray.from_arrays(offsets, rec.dst_ids.combine_chunks().take(pa.array(items_t.reshape(-1).numpy()))),
+                          "scores": pa.ListArray.from_arrays(offsets, pa.array(probs_t.reshape(-1).numpy()))})
+        (tmp / "recommendations").mkdir(exist_ok=True)
+        pq.write_table(table, tmp / "recommendations" / f"{task['name']}.parquet")
+        rows[task["name"]] = table.num_rows
+    return rows

@@ -14,11 +14,12 @@ import threading
 from collections import defaultdict
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import torch
 
 from graviti_dist.errors import GravitiError
-from graviti_dist.inference import (PartitionInference, check_depth, load_run, original_units, raw_ids_of_inner,
-                                    trained_model)
+from graviti_dist.inference import (PartitionInference, Recommender, check_depth, load_run, original_units,
+                                    raw_ids_of_inner, trained_model)
 from graviti_dist.partition_check import MANIFEST
 from graviti_dist.sampling import load_worker_partition
 
@@ -46,6 +47,7 @@ class Predictor:
                 for local, raw in zip(nodes.tolist(), raw_ids.to_pylist()):
                     self.index[(node_type, str(raw))] = (p, local)
                     self.types_of[str(raw)].append(node_type)
+        self.recommenders = self._recommenders(part_dir, parts)
         self.lock = threading.Lock()  # one request's forward at a time: predictable latency, no thread oversubscription
 
     @property
@@ -81,6 +83,47 @@ class Predictor:
                         entry["embedding"] = emb[i].tolist()
                     answers[raw] = entry
         return {"predictions": {raw: answers[raw] for raw in dict.fromkeys(ids) if raw in answers}, "unknown": unknown}
+
+    def _recommenders(self, part_dir: Path, parts) -> dict[str, Recommender]:
+        """Per link task: every node's final embedding in type-id order, for top-k over all destinations."""
+        links = [t for t in self.manifest["tasks"] if t["type"] == "link" and f"heads.{t['name']}.src_proj.weight" in self.run.state]
+        if not links:
+            return {}
+        self.type_id_of: dict[tuple[str, str], int] = {}
+        emb = {t: torch.zeros(0) for t in self.manifest["ntypes"]}
+        for t in self.manifest["ntypes"]:
+            id_map = pq.read_table(part_dir / "id_map" / f"{t}.parquet", columns=["raw_id"])["raw_id"].to_pylist()
+            self.type_id_of.update({(t, str(raw)): i for i, raw in enumerate(id_map)})
+            emb[t] = torch.zeros(len(id_map), self.inference[0].model.encoder.out_dim)
+        for p, (inference, part) in enumerate(zip(self.inference, parts)):
+            for t, (nodes, raw_ids) in raw_ids_of_inner(part_dir, part, p).items():
+                name = part.ntypes[t]
+                final, _ = inference.predict(nodes, self.hidden[p])
+                rows = torch.tensor([self.type_id_of[(name, str(r))] for r in raw_ids.to_pylist()], dtype=torch.long)
+                emb[name][rows] = final
+        out = {}
+        for task in links:
+            relation = self.manifest["schema"]["relations"][task["relation"]]
+            out[task["name"]] = Recommender(self.run, part_dir, self.manifest, task, emb[relation["src"]], emb[relation["dst"]])
+        return out
+
+    def recommend(self, user_id: str, k: int, task: str | None = None) -> dict:
+        """Top-``k`` new destinations for source ``user_id``; raises KeyError (unknown id) or ValueError."""
+        if not self.recommenders:
+            raise LookupError("this model has no trained link task to recommend with")
+        if task is None:
+            task = next(iter(self.recommenders))
+        if task not in self.recommenders:
+            raise ValueError(f"unknown link task {task!r}; this model recommends with {sorted(self.recommenders)}")
+        rec = self.recommenders[task]
+        source = self.type_id_of.get((rec.src_type, user_id))
+        if source is None:
+            raise KeyError(f"no {rec.src_type} with id {user_id!r} in these partitions")
+        with self.lock:
+            items, scores = rec.top_k(torch.tensor([source]), k)
+        dst_ids = rec.dst_ids
+        return {"id": user_id, "task": task, "node_type": rec.dst_type,
+                "items": [{"id": dst_ids[int(i)].as_py(), "score": float(s)} for i, s in zip(items[0], scores[0])]}
 
     def _tasks(self, tasks: list[str] | None) -> list[str]:
         if tasks is None:

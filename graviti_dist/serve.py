@@ -36,6 +36,7 @@ class RecommendRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     user_id: Id
     k: int = Field(10, ge=1, le=1000)
+    task: str | None = Field(None, description="the link task to rank with (default: the model's first)")
 
 
 def create_app(predictor: Predictor, max_ids: int = 1024) -> FastAPI:
@@ -70,9 +71,13 @@ def create_app(predictor: Predictor, max_ids: int = 1024) -> FastAPI:
 
     @app.post("/recommend")
     def recommend(body: RecommendRequest) -> dict:
-        """Top-k recommended items for a user (needs a model trained with a link task)."""
-        raise HTTPException(404, "this model has no trained link task to recommend with "
-                                 "(link-task training is not implemented yet)")
+        """Top-k new items for a user by the trained link head, items already linked left out."""
+        try:
+            return predictor.recommend(str(body.user_id), body.k, body.task)
+        except LookupError as exc:  # KeyError included: an unknown user or a model without link task
+            raise HTTPException(404, str(exc).strip("'\"")) from None
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
 
     return app
 

@@ -4,6 +4,7 @@ The service is started for real (uvicorn on a loopback port) and its answers are
 with the batch inference output for the same ids.
 """
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -38,7 +39,7 @@ def synthetic_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("infer-synthetic")
     generate_crawl(root / "crawl", SyntheticSpec(users=2000, seed=4), progress=False)
     partition_crawl(root / "crawl", root / "parts", PartitionSpec(num_parts=2, method="random", executor="local"))
-    return _train(root / "parts", root / "run", "epochs=2"), root / "parts", root / "crawl"
+    return _train(root / "parts", root / "run", "epochs=3", "model.hidden=32"), root / "parts", root / "crawl"
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +54,8 @@ def test_link_task_trains_jointly_with_the_node_tasks(synthetic_run):
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert {"loss/retweets", "weight/retweets", "val/retweets/mrr", "val/retweets/hits@10"} <= set(records[-1])
     retweets = json.loads((run / "test_metrics.json").read_text())["retweets"]
-    # Ranked against 50 random posts, a scorer with no signal has an MRR of about 0.09.
-    assert retweets["count"] > 100 and retweets["mrr"] > 0.2, retweets
+    # Ranked against 50 random posts, a scorer with no signal has an MRR of about 0.09 and hits@10 of 0.2.
+    assert retweets["count"] > 100 and retweets["mrr"] > 0.15 and retweets["hits@10"] > 0.35, retweets
 
 
 def _tables(out):
@@ -78,7 +79,7 @@ def test_batch_inference_is_identical_with_one_or_two_actors(synthetic_run, tmp_
     assert "is_rumor" in a["post"].column_names and "interest" not in a["post"].column_names
     proba = users["interest_proba"].to_pylist()
     assert all(abs(sum(p) - 1) < 1e-4 for p in proba[:50])
-    assert len(users["embedding"][0].as_py()) == 16
+    assert len(users["embedding"][0].as_py()) == 32
     is_bot = users["is_bot"].to_numpy()
     assert ((is_bot >= 0) & (is_bot <= 1)).all()
 
@@ -101,14 +102,14 @@ def _free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def twitch_service(twitch_run):
+@contextlib.contextmanager
+def _service(run, parts, max_ids=64):
+    """graviti serve's app on a real uvicorn server on a free loopback port."""
     import uvicorn
 
     from graviti_dist.predictor import Predictor
     from graviti_dist.serve import create_app
 
-    run, parts = twitch_run
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(Predictor(run, parts), max_ids=64), host="127.0.0.1", port=port,
                                            log_level="warning"))
@@ -118,9 +119,18 @@ def twitch_service(twitch_run):
     while not server.started and time.time() < deadline:
         time.sleep(0.05)
     assert server.started
-    yield f"http://127.0.0.1:{port}", run, parts
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def twitch_service(twitch_run):
+    run, parts = twitch_run
+    with _service(run, parts) as url:
+        yield url, run, parts
 
 
 def test_service_answers_equal_batch_inference(twitch_service, tmp_path):
@@ -169,3 +179,26 @@ def test_service_rejects_bad_requests_with_4xx(twitch_service):
 def test_serve_cli_fails_clearly_on_a_missing_run(tmp_path, capsys):
     assert main(["serve", str(tmp_path / "nope"), "--partitions", str(tmp_path)]) == 2
     assert "not a partition set" in capsys.readouterr().err
+
+
+def test_recommendations_batch_and_online_agree(synthetic_run, tmp_path):
+    run, parts, _ = synthetic_run
+    run_inference(run, parts, tmp_path / "batch", executor="local", top_k=5)
+    table = pq.read_table(tmp_path / "batch" / "recommendations" / "retweets.parquet").to_pylist()
+    assert len(table) == 2000 and all(len(r["items"]) == 5 for r in table)
+    known = pq.read_table(parts / "link_splits" / "retweets.parquet").to_pylist()
+    user_ids = pq.read_table(parts / "id_map" / "user.parquet")["raw_id"].to_pylist()
+    post_ids = pq.read_table(parts / "id_map" / "post.parquet")["raw_id"].to_pylist()
+    seen = {(user_ids[e["src"]], post_ids[e["dst"]]) for e in known if e["split"] == 0}
+    assert not any((r["id"], item) in seen for r in table for item in r["items"])  # only new items
+    assert all(r["scores"] == sorted(r["scores"], reverse=True) for r in table)
+    with _service(run, parts) as url:
+        for row in table[:: 400]:
+            response = requests.post(f"{url}/recommend", json={"user_id": row["id"], "k": 5}, timeout=30)
+            assert response.status_code == 200, response.text
+            got = response.json()
+            assert [i["id"] for i in got["items"]] == row["items"]
+            assert [i["score"] for i in got["items"]] == pytest.approx(row["scores"], abs=1e-5)
+        missing = requests.post(f"{url}/recommend", json={"user_id": "nobody", "k": 5}, timeout=30)
+        assert missing.status_code == 404 and "no user with id 'nobody'" in missing.json()["error"]
+        assert requests.post(f"{url}/recommend", json={"user_id": 1, "k": 0}, timeout=30).status_code == 422
