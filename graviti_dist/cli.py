@@ -106,7 +106,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from graviti_dist.train import fit
 
     config = load_train_config(args.config, args.set)
-    metrics = fit(config, address=args.address, overwrite=args.overwrite)
+    metrics = fit(config, address=args.address, overwrite=args.overwrite, resume=args.resume)
     print(f"run directory: {config.out}")
     print((Path(config.out) / "test_metrics.md").read_text() if (Path(config.out) / "test_metrics.md").exists()
           else json.dumps(metrics, indent=2))
@@ -219,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting, e.g. model.hidden=32")
     tr.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
     tr.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run in the same out")
+    tr.add_argument("--resume", action="store_true",
+                    help="continue the run in out from its newest checkpoint (raise epochs with --set epochs=N)")
     tr.set_defaults(func=_cmd_train)
 
     demo = sub.add_parser("demo", help="the main job on an embedded default: a small synthetic crawl end to end")

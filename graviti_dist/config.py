@@ -69,6 +69,8 @@ class TrainConfig(_Strict):
     early_stopping: EarlyStopping | None = None
     seed: int = 0
     max_failures: int = Field(0, ge=0, description="Ray Train restarts after a worker dies")
+    resume_from: str | None = Field(None, description="a checkpoint folder to continue from (set by graviti train --resume)")
+    progress: bool = Field(False, description="a per-step progress bar from rank 0 (on by itself in a terminal)")
 
 
 def _errors(exc: ValidationError, source: str) -> GravitiError:

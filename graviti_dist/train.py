@@ -25,6 +25,7 @@ import ray.train
 import torch
 import torch.distributed as dist
 import yaml
+from tqdm import tqdm
 from ray.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
@@ -32,6 +33,7 @@ from graviti_dist._dgl import set_threads
 from graviti_dist.config import TrainConfig, check_against_partitions, encoder_config
 from graviti_dist.errors import GravitiError
 from graviti_dist.metrics import torch_distributed_gather
+from graviti_dist.plots import plot_run
 from graviti_dist.ray_cluster import ray_session
 from graviti_dist.sampling import NodeMinibatches, load_worker_partition, on_device, prefetch
 from graviti_dist.worker_loop import build_model, evaluate, make_optimizer, train_step
@@ -87,7 +89,9 @@ def train_loop_per_worker(config_dict: dict) -> None:
     optimizer = make_optimizer(core.parameters(), config.optim.lr, config.optim.weight_decay, device)
     schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs) if config.optim.schedule == "cosine" else None)
     start_epoch, best, best_state, stale = 0, None, None, 0
-    checkpoint = ray.train.get_checkpoint()  # [3] resume after a failure or with --resume
+    checkpoint = ray.train.get_checkpoint()  # [3] resume after a failure, or with --resume
+    if checkpoint is None and config.resume_from:
+        checkpoint = Checkpoint.from_directory(config.resume_from)
     if checkpoint:
         with checkpoint.as_directory() as directory:
             state = torch.load(Path(directory) / CHECKPOINT_FILE, weights_only=False)
@@ -104,11 +108,15 @@ def train_loop_per_worker(config_dict: dict) -> None:
         dist.all_reduce(steps, op=dist.ReduceOp.MAX)
         model.train()
         started, seeds, sums = time.perf_counter(), 0, {}
+        bar = tqdm(total=int(steps), desc=f"epoch {epoch}", unit="step", mininterval=2.0, file=sys.stderr,
+                   disable=not (config.progress and rank == 0))
         for batch in prefetch(on_device(_cycle_steps(train, int(steps)), device)):
+            bar.update()
             losses = train_step(model, batch, optimizer)
             seeds += batch.num_seeds
             for name, loss in losses.items():  # summed on the device: no per-step wait for the GPU
                 sums[name] = sums.get(name, 0.0) + loss.detach()
+        bar.close()
         if schedule is not None:
             schedule.step()
         totals = torch.tensor([seeds, *(float(sums.get(n, 0.0)) for n in core.specs)], dtype=torch.float64)
@@ -195,14 +203,38 @@ def _write_run_outputs(config: TrainConfig, test_metrics: dict, core) -> None:
     torch.save(core.state_dict(), out / "best_model.pt")
 
 
-def fit(config: TrainConfig, *, address: str | None = None, overwrite: bool = False) -> dict:
-    """Validate against the partitions, run Ray Train, collect metrics.jsonl; returns the final test metrics."""
+def latest_checkpoint(out: Path) -> Path | None:
+    """The newest Ray Train checkpoint folder of the run at ``out`` (holding ``state.pt``), if any."""
+    found = [(torch.load(p, map_location="cpu", weights_only=False)["epoch"], p.parent)
+             for p in (out / "ray").glob(f"**/checkpoint_*/{CHECKPOINT_FILE}")]
+    return max(found, key=lambda item: item[0])[1] if found else None
+
+
+def fit(config: TrainConfig, *, address: str | None = None, overwrite: bool = False, resume: bool = False) -> dict:
+    """Validate against the partitions, run Ray Train, collect metrics.jsonl; returns the final test metrics.
+
+    ``resume`` continues the run at ``config.out`` from its newest checkpoint (model, optimiser,
+    schedule, balancer, epoch, best model so far, RNG) up to ``config.epochs``.
+    """
     check_against_partitions(config)
     out = Path(config.out).absolute()
-    if (out / METRICS_FILE).exists() and not overwrite:
-        raise GravitiError(f"out: {out} already holds a run (metrics.jsonl); choose another out or pass --overwrite")
+    if resume and overwrite:
+        raise GravitiError("--resume continues a run and --overwrite replaces it: pass one of them")
+    if resume:
+        checkpoint = latest_checkpoint(out)
+        if checkpoint is None:
+            raise GravitiError(f"--resume: {out} has no checkpoint to continue from (no {CHECKPOINT_FILE} under {out / 'ray'})")
+        config = config.model_copy(update={"resume_from": str(checkpoint)})
+    elif (out / METRICS_FILE).exists() and not overwrite:
+        raise GravitiError(f"out: {out} already holds a run (metrics.jsonl); choose another out, pass --overwrite "
+                           "to replace it or --resume to continue it")
+    elif overwrite:
+        import shutil
+
+        shutil.rmtree(out / "ray", ignore_errors=True)  # an old run's checkpoints must not be restored into a new one
     out.mkdir(parents=True, exist_ok=True)
-    config = config.model_copy(update={"out": str(out), "partitions": str(Path(config.partitions).absolute())})
+    config = config.model_copy(update={"out": str(out), "partitions": str(Path(config.partitions).absolute()),
+                                       "progress": config.progress or sys.stderr.isatty()})
     (out / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     threads = config.threads_per_worker or max(1, (os.cpu_count() or 2) // config.num_workers)
     with ray_session(address, num_threads=threads):
@@ -213,13 +245,15 @@ def fit(config: TrainConfig, *, address: str | None = None, overwrite: bool = Fa
             run_config=RunConfig(storage_path=str(out / "ray"), name="train",
                                  failure_config=FailureConfig(max_failures=config.max_failures)),
         )
-        (out / METRICS_FILE).unlink(missing_ok=True)
+        if not resume:
+            (out / METRICS_FILE).unlink(missing_ok=True)
         try:
             result = trainer.fit()
         except Exception as exc:  # Ray wraps worker failures; show the cause, not Ray's internals
             raise GravitiError(f"training failed: {exc}") from None
         if getattr(result, "error", None) is not None:
             raise GravitiError(f"training failed: {result.error}")
+    plot_run(out)
     return json.loads((out / "test_metrics.json").read_text())
 
 

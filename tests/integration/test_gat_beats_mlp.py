@@ -24,8 +24,19 @@ def one_partition(tmp_path_factory, ray_local):
     return load_worker_partition(root / "parts", 0)
 
 
+def test_link_pairs_join_the_seeds_with_typed_negatives(one_partition):
+    batch = next(iter(NodeMinibatches(one_partition, [5, 5], 256, link_pairs=64, negatives=3)))
+    pairs = batch.links["retweets"]
+    assert pairs.src.shape == (64,) and pairs.neg.shape == (64, 3)
+    user, post = one_partition.ntypes.index("user"), one_partition.ntypes.index("post")
+    assert (batch.seed_type[pairs.src] == user).all() and (batch.seed_type[pairs.pos] == post).all()
+    assert (batch.seed_type[pairs.neg] == post).all()
+    _, mask = batch.labels["interest"]
+    assert int(mask.sum()) <= 256  # link-pair nodes carry no node-task labels
+
+
 def test_minibatches_mix_tasks_and_mask_unlabelled_seeds(one_partition):
-    batches = NodeMinibatches(one_partition, [5, 5], 256)
+    batches = NodeMinibatches(one_partition, [5, 5], 256, tasks=["interest", "influence", "is_bot", "is_rumor"])
     batch = next(iter(batches))
     assert batch.num_seeds == 256 and len(batch.blocks) == 2
     assert batch.blocks[-1].num_dst == 256 and batch.blocks[0].etype is not None

@@ -1,0 +1,117 @@
+"""graviti train under the conditions a cluster brings: resumed runs, a killed worker, uneven
+partitions, and 1 vs 2 workers. Each run is `python -m graviti_dist.train` in a fresh process
+with its own local Ray (what `ray job submit` runs)."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from graviti_dist.crawl.synthetic import SyntheticSpec
+from graviti_dist.generate import generate_crawl
+from graviti_dist.partition import PartitionSpec, partition_crawl
+
+SMALL = ["model.hidden=16", "model.heads=2", "tasks=[interest, influence, is_bot, is_rumor]"]
+
+
+@pytest.fixture(scope="module")
+def crawl_parts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("robust")
+    generate_crawl(root / "crawl", SyntheticSpec(users=3000, seed=8), progress=False)
+    for k in (2, 3):
+        partition_crawl(root / "crawl", root / f"parts{k}", PartitionSpec(num_parts=k, method="random", executor="local"))
+    return root
+
+
+def _command(parts, out, *settings, flags=()):
+    args = [f"partitions={parts}", f"out={out}", *SMALL, *settings]
+    return [sys.executable, "-m", "graviti_dist.train", *(a for s in args for a in ("--set", s)), *flags]
+
+
+def _run(*args, **kwargs):
+    result = subprocess.run(_command(*args, **kwargs), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def _records(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_resume_continues_from_the_last_checkpoint(crawl_parts, tmp_path):
+    out = tmp_path / "run"
+    _run(crawl_parts / "parts2", out, "epochs=2", "num_workers=2")
+    before = _records(out)
+    _run(crawl_parts / "parts2", out, "epochs=4", "num_workers=2", flags=["--resume"])
+    after = _records(out)
+    assert [r["epoch"] for r in after] == [0, 1, 2, 3]
+    assert after[:2] == before  # the finished epochs are kept, not re-run
+    assert after[3]["loss/interest"] < after[0]["loss/interest"]
+    again = subprocess.run(_command(crawl_parts / "parts2", tmp_path / "empty", flags=["--resume"]),
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "no checkpoint to continue from" in again.stderr
+
+
+def _train_workers(proc):
+    try:
+        return [p for p in psutil.Process(proc.pid).children(recursive=True) if "RayTrainWorker" in " ".join(p.cmdline())]
+    except psutil.Error:
+        return []
+
+
+def test_a_killed_worker_is_restarted_from_the_last_checkpoint(crawl_parts, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_command(crawl_parts / "parts2", out, "epochs=10", "num_workers=2", "batch_size=64",
+                                     "max_failures=2"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline, killed = time.time() + 300, None
+    while time.time() < deadline and proc.poll() is None:
+        done = len(_records(out)) if (out / "metrics.jsonl").exists() else 0
+        workers = _train_workers(proc)
+        if done >= 2 and workers:
+            killed = workers[-1]
+            killed.send_signal(signal.SIGKILL)  # mid-epoch: epochs take seconds, this lands inside one
+            break
+        time.sleep(0.2)
+    assert killed is not None, "training finished or stalled before a worker could be killed"
+    _, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr[-3000:]
+    records = _records(out)
+    assert [r["epoch"] for r in records] == list(range(10))  # every epoch once: none lost, none doubled
+    assert all(r["ddp_param_spread"] == 0.0 for r in records)
+    assert (out / "test_metrics.json").exists()
+
+
+def test_uneven_partitions_run_the_same_steps_on_every_worker(crawl_parts, tmp_path):
+    # 3 parts over 2 workers: worker 0 owns parts 0 and 2, worker 1 only part 1 - twice the batches.
+    from graviti_dist.sampling import NodeMinibatches, load_worker_partition
+
+    out = tmp_path / "run"
+    _run(crawl_parts / "parts3", out, "epochs=2", "num_workers=2", "batch_size=128")
+    tasks = ["interest", "influence", "is_bot", "is_rumor"]
+    steps = [len(NodeMinibatches(load_worker_partition(crawl_parts / "parts3", p), [10, 10], 128, tasks=tasks)) for p in range(3)]
+    heavy, light = steps[0] + steps[2], steps[1]
+    assert heavy > 1.5 * light  # deliberately unbalanced
+    records = _records(out)
+    assert [r["epoch"] for r in records] == [0, 1]
+    # steps agreed by all-reduce MAX: the heavier worker's count; the lighter one cycles its batches to match
+    assert all(r["steps"] == heavy for r in records)
+    assert all(r["ddp_param_spread"] == 0.0 for r in records)
+
+
+def test_one_and_two_workers_reach_the_same_metrics(crawl_parts, tmp_path):
+    # Same global batch (1 x 256 seeds vs 2 x 128), so both take the same optimizer steps on the same data.
+    results = {}
+    for workers, batch in ((1, 256), (2, 128)):
+        out = tmp_path / f"w{workers}"
+        _run(crawl_parts / "parts2", out, "epochs=8", f"num_workers={workers}", f"batch_size={batch}", "balancing=static")
+        results[workers] = json.loads((out / "test_metrics.json").read_text())
+    one, two = results[1], results[2]
+    # ~120 labelled test users: one standard error of an accuracy is ~0.045
+    assert abs(one["interest"]["accuracy"] - two["interest"]["accuracy"]) < 0.1, results
+    assert abs(one["is_bot"]["roc_auc"] - two["is_bot"]["roc_auc"]) < 0.1, results
+    assert abs(one["influence"]["rmse"] - two["influence"]["rmse"]) < 0.15, results
+    assert one["interest"]["count"] == two["interest"]["count"]  # the same test split, evaluated whole
