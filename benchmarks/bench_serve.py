@@ -10,6 +10,7 @@ Usage: python -m benchmarks.bench_serve [--single 2000] [--batches 300] [--clien
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import socket
@@ -129,7 +130,30 @@ def main() -> None:
         service.wait(timeout=30)
     path = write_result("serve", {"benchmark": "serve", "graph": "twitch ENGB+PTBR (2 partitions)", "service_threads": args.threads,
                                   "model": "graviti train defaults (2-layer GAT, 4x64), 2 epochs", "runs": runs})
+    plot(json.loads(path.read_text()), path.with_suffix(".png"))
     print(f"wrote {path}")
+
+
+def plot(payload: dict, path: Path) -> None:
+    """p50 and p99 latency per request kind and client count."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = payload["runs"]
+    labels = [f"{r['request']}\n{r['clients']} client{'s' if r['clients'] > 1 else ''}" for r in runs]
+    x = range(len(runs))
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    ax.bar([i - 0.2 for i in x], [r["p50_ms"] for r in runs], width=0.4, label="p50")
+    ax.bar([i + 0.2 for i in x], [r["p99_ms"] for r in runs], width=0.4, label="p99")
+    ax.axhline(50, color="grey", linestyle="--", linewidth=1, label="50 ms target (single id)")
+    ax.set_xticks(list(x), labels, fontsize=8)
+    ax.set(ylabel="latency (ms)", title="graviti serve on loopback, Twitch ENGB+PTBR")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -73,8 +73,10 @@ class OursTrainer:
     def __init__(self, parts: list[WorkerPartition], device: torch.device, batch: int, seed: int = 0, ddp: bool = False):
         torch.manual_seed(seed)
         self.device = device
-        self.loaders = [NodeMinibatches(p, list(FANOUTS), batch, "train", seed=seed + i) for i, p in enumerate(parts)]
-        self.core = build_model(parts[0], _encoder_config()).to(device)
+        node_tasks = [s.name for s in task_specs(parts[0]) if s.type != "link"]  # the baselines' tasks
+        self.loaders = [NodeMinibatches(p, list(FANOUTS), batch, "train", seed=seed + i, tasks=node_tasks)
+                        for i, p in enumerate(parts)]
+        self.core = build_model(parts[0], _encoder_config(), tasks=node_tasks).to(device)
         self.model = self.core
         if ddp:
             self.model = nn.parallel.DistributedDataParallel(self.core, find_unused_parameters=True)
@@ -166,7 +168,7 @@ class _Heads(nn.Module):
 
     def __init__(self, part: WorkerPartition):
         super().__init__()
-        self.specs = task_specs(part)
+        self.specs = [s for s in task_specs(part) if s.type != "link"]
         self.heads = nn.ModuleDict({s.name: build_head(s, HIDDEN) for s in self.specs})
 
     def loss(self, emb: torch.Tensor, labels: dict) -> torch.Tensor:
@@ -207,7 +209,8 @@ class BaselineLoop:
     def __init__(self, part: WorkerPartition, kind: str, device: torch.device, batch: int, seed: int = 0):
         torch.manual_seed(seed)
         self.kind, self.device = kind, device
-        loader_data = NodeMinibatches(part, list(FANOUTS), batch, "train", seed=seed)
+        node_tasks = [s.name for s in task_specs(part) if s.type != "link"]
+        loader_data = NodeMinibatches(part, list(FANOUTS), batch, "train", seed=seed, tasks=node_tasks)
         graph = dgl.graph(part.graph.edges(), num_nodes=part.graph.num_nodes())
         all_nodes = torch.arange(graph.num_nodes())
         with torch.no_grad():  # the frozen input projection: the baselines get dense (N, 64) features

@@ -56,9 +56,18 @@ def partition_table(result: dict) -> str:
     return "\n".join(rows) + "\n\n" + _env_line(result)
 
 
+def serve_table(result: dict) -> str:
+    rows = ["| request | clients | requests | p50 | p90 | p99 | max | requests/s | ids/s |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in result["runs"]:
+        rows.append(f"| {r['request']} | {r['clients']} | {r['requests']:,} | {r['p50_ms']:.1f} ms | {r['p90_ms']:.1f} ms "
+                    f"| {r['p99_ms']:.1f} ms | {r['max_ms']:.1f} ms | {r['requests_per_s']:,.0f} | {r['ids_per_s']:,.0f} |")
+    return "\n".join(rows) + f"\n\nGraph: {result['graph']}; model: {result['model']}; service threads: {result['service_threads']}.\n" + _env_line(result)
+
+
 RENDERERS = {"generate": ("generate.json", generate_table), "encoder-cpu": ("encoder-cpu.json", encoder_table),
              "encoder-cpu-tcmalloc": ("encoder-cpu-tcmalloc.json", encoder_table),
-             "partition": ("partition.json", partition_table), "encoder-cuda": ("encoder-cuda.json", encoder_table)}
+             "partition": ("partition.json", partition_table), "encoder-cuda": ("encoder-cuda.json", encoder_table),
+             "serve": ("serve.json", serve_table)}
 
 
 def _train_renderer(filename: str):
