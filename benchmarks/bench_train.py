@@ -44,7 +44,7 @@ from graviti_dist.model import EncoderConfig
 from graviti_dist.model.heads import build_head
 from graviti_dist.model.inputs import InputProjection
 from graviti_dist.model.ops import kernels_for
-from graviti_dist.sampling import NodeMinibatches, WorkerPartition, load_worker_partition, on_device, prefetch
+from graviti_dist.sampling import MinibatchStream, NodeMinibatches, WorkerPartition, load_worker_partition, on_device, prefetch
 from graviti_dist.worker_loop import build_model, make_optimizer, task_specs, train_step
 
 HEADS, HIDDEN, FANOUTS, BATCH = 4, 64, (10, 10), 1024
@@ -70,34 +70,27 @@ def _encoder_config() -> EncoderConfig:
 class OursTrainer:
     """graviti's per-worker loop over the partitions it owns, with an optional DDP wrapper."""
 
-    def __init__(self, parts: list[WorkerPartition], device: torch.device, batch: int, seed: int = 0, ddp: bool = False):
+    def __init__(self, parts: list[WorkerPartition], device: torch.device, batch: int, seed: int = 0, ddp: bool = False,
+                 sampler_workers: int = 0):
         torch.manual_seed(seed)
         self.device = device
         node_tasks = [s.name for s in task_specs(parts[0]) if s.type != "link"]  # the baselines' tasks
         self.loaders = [NodeMinibatches(p, list(FANOUTS), batch, "train", seed=seed + i, tasks=node_tasks)
                         for i, p in enumerate(parts)]
+        self.stream = MinibatchStream(self.loaders, workers=sampler_workers, pin_memory=device.type == "cuda")
         self.core = build_model(parts[0], _encoder_config(), tasks=node_tasks).to(device)
         self.model = self.core
         if ddp:
             self.model = nn.parallel.DistributedDataParallel(self.core, find_unused_parameters=True)
         self.optimizer = make_optimizer(self.core.parameters(), 1e-3, device=device)
-        self._seeds = self._cycle()
         self.allreduce_s = 0.0
         self._hooked = False
-
-    def _cycle(self):
-        while True:
-            for loader in self.loaders:
-                order = loader.seeds[torch.randperm(loader.seeds.numel(), generator=loader.generator)]
-                for start in range(0, order.numel(), loader.batch_size):
-                    yield loader, order[start:start + loader.batch_size]
 
     def run(self, steps: int) -> tuple[int, int]:
         """The real training loop for ``steps`` steps: (seeds, sampled edges)."""
         self.model.train()
         seeds = edges = 0
-        batches = (loader.batch(s) for loader, s in _take(self._seeds, steps))
-        for batch in prefetch(on_device(batches, self.device)):
+        for batch in prefetch(on_device(self.stream.epoch(steps), self.device)):
             train_step(self.model, batch, self.optimizer)
             seeds += batch.num_seeds
             edges += sum(b.num_edges for b in batch.blocks)
@@ -111,7 +104,9 @@ class OursTrainer:
         if isinstance(self.model, nn.parallel.DistributedDataParallel) and not self._hooked:
             self.model.register_comm_hook(self, _timed_allreduce)  # DDP takes one hook, for good
             self._hooked = True
-        for loader, seeds in _take(self._seeds, steps):
+        for _ in range(steps):
+            seeds, _ = self.stream.next_key(0)
+            loader = self.loaders[0]
             with _phase(times, "sample", self.device):
                 input_nodes, blocks = loader.sample(seeds)
             with _phase(times, "gather", self.device):
@@ -315,11 +310,12 @@ def breakdown(trainer: OursTrainer, rounds: RoundSpec) -> dict[str, float]:
     return {phase: round(statistics.median(t[phase] for t in per_round) * 1e3 / rounds.steps, 2) for phase in PHASES}
 
 
-def single_worker(part_dir: Path, device: torch.device, rounds: RoundSpec, threads: int, systems: list[str]) -> dict:
+def single_worker(part_dir: Path, device: torch.device, rounds: RoundSpec, threads: int, systems: list[str],
+                  sampler_workers: int = 0) -> dict:
     """Every system on the whole graph (a 1-part set) in this process, plus ours' breakdown."""
     set_threads(threads)
     part = load_worker_partition(part_dir, 0)
-    runners = {"ours": OursTrainer([part], device, rounds.batch)}
+    runners = {"ours": OursTrainer([part], device, rounds.batch, sampler_workers=sampler_workers)}
     notes = []
     if "dgl" in systems:
         if device.type == "cuda":

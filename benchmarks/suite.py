@@ -74,7 +74,8 @@ def run(args: argparse.Namespace) -> dict:
     _, parts = prepare(args.graph, args.workdir, args.datasets, {1, *workers})
     manifest = json.loads((parts[1] / "manifest.json").read_text())
     report = json.loads((parts[1] / "report.json").read_text())
-    single = bt.single_worker(parts[1], device, rounds, threads, ["dgl", "pyg"])
+    sampler_workers = args.sampler_workers if args.sampler_workers is not None else (4 if device.type == "cuda" else 0)
+    single = bt.single_worker(parts[1], device, rounds, threads, ["dgl", "pyg"], sampler_workers)
     scaling = {"1": {"seeds_per_s": single["systems"]["ours"]["seeds_per_s"], "spread": single["systems"]["ours"]["spread"],
                      "threads_per_worker": threads, "breakdown_ms": single["breakdown_ms"]}}
     notes = list(single["notes"])
@@ -89,6 +90,7 @@ def run(args: argparse.Namespace) -> dict:
         entry["efficiency"] = round(entry["seeds_per_s"] / scaling["1"]["seeds_per_s"], 3)
     return {
         "benchmark": "train", "device": str(device), "kernels": single["kernels"], "threads": threads,
+        "sampler_workers": sampler_workers,
         "graph": {"name": Path(args.graph).name, "nodes": report["num_nodes"], "edges": report["num_edges"],
                   "train_seeds": single["train_seeds"], "tasks": [t["name"] for t in manifest["tasks"] if t["type"] != "link"]},
         "model": {"layers": len(bt.FANOUTS), "heads": bt.HEADS, "hidden": bt.HIDDEN, "fanouts": list(bt.FANOUTS),
@@ -132,7 +134,7 @@ def markdown(payload: dict) -> str:
     env = payload["environment"]
     rows = [f"Trainer throughput on `{payload['graph']['name']}` ({payload['graph']['nodes']:,} nodes, "
             f"{payload['graph']['edges']:,} edges), {payload['device']}, {payload['threads']} threads; 2-layer GAT 4x64, "
-            f"fanout 10,10, batch {payload['model']['batch']}; median of {payload['rounds']['repeat']} rounds of "
+            f"fanout 10,10, batch {payload['model']['batch']}; {payload.get('sampler_workers', 0)} sampling processes for ours; median of {payload['rounds']['repeat']} rounds of "
             f"{payload['rounds']['steps']} steps.", "",
             "| system | seeds/s | spread | sampled edges/s | peak RSS | ours is |", "|---|---|---|---|---|---|"]
     for name, e in payload["systems"].items():
@@ -236,6 +238,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=10, help="training steps per round")
     p.add_argument("--batch", type=int, default=bt.BATCH)
     p.add_argument("--threads", type=int, help="total threads (default: the CPUs this process may use)")
+    p.add_argument("--sampler-workers", type=int, help="sampling processes for ours (default: 0 on CPU, 4 on CUDA)")
     p.add_argument("--quick", action="store_true", help="tiny graph, 1 round of 2 steps: checks the pipeline in under a minute")
     p.add_argument("--suite", action="store_true", help="also run the generation, partition and encoder benchmarks")
     p.add_argument("--out", type=Path, default=RESULTS, help="where JSON, table and plots go (default benchmarks/results)")

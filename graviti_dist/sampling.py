@@ -41,6 +41,7 @@ class WorkerPartition:
     inputs: list[NodeInputSpec]
     feature_keys: list[dict[str, list[str]]]  # per type: kind -> feature keys in a fixed order
     links: dict[str, "LinkEdges"] = field(default_factory=dict)  # link task -> the edges this partition trains on
+    source: tuple[str, int] | None = None  # (partition set, part id) it was loaded from
 
     @property
     def ntypes(self) -> list[str]:
@@ -74,7 +75,7 @@ def load_worker_partition(part_dir: str | Path, part_id: int) -> WorkerPartition
         spec, kinds = _input_spec(manifest["features"][name], table)
         inputs.append(spec)
         keys.append(kinds)
-    part = WorkerPartition(graph, manifest, node_type, row, inner, tables, inputs, keys)
+    part = WorkerPartition(graph, manifest, node_type, row, inner, tables, inputs, keys, source=(str(part_dir), part_id))
     link_tasks = [t for t in manifest["tasks"] if t["type"] == "link"]
     if link_tasks:
         local_of = _local_of_type_id(part_dir, part)
@@ -161,6 +162,8 @@ class NodeMinibatches:
                  seed: int = 0, shuffle: bool = True, tasks: list[str] | None = None, link_pairs: int = 128,
                  negatives: int = 5):
         self.part, self.batch_size, self.split, self.shuffle = part, batch_size, split, shuffle
+        self._recipe = dict(fanouts=list(fanouts), batch_size=batch_size, split=split, seed=seed, shuffle=shuffle,
+                            tasks=tasks, link_pairs=link_pairs, negatives=negatives)
         self.sampler = dgl.dataloading.NeighborSampler(list(fanouts))
         self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
@@ -186,6 +189,13 @@ class NodeMinibatches:
             else:
                 self.dense_stats.append((dense.mean(0), dense.std(0).clamp(min=1e-6)))
 
+    def __reduce__(self):
+        # Sampling processes load the partition from disk rather than receive it pickled: no copy of
+        # a large partition through a pipe (and torch cannot share its empty tensors that way).
+        if self.part.source is None:
+            raise TypeError("minibatches over a partition not loaded from disk cannot go to sampling processes")
+        return _rebuild_minibatches, (self.part.source, self._recipe)
+
     def __len__(self) -> int:
         """Steps per pass: enough for every node seed (link edges cycle alongside while training); when
         evaluating, or with no node seeds, also enough for every link edge."""
@@ -202,14 +212,19 @@ class NodeMinibatches:
         return torch.cat([self.part.tables[t][k][rows].float().reshape(len(rows), -1) for k in keys], dim=1)
 
     def __iter__(self) -> Iterator[MiniBatch]:
+        for seeds, links in self.plan():
+            yield self.batch(seeds, links)
+
+    def plan(self) -> Iterator[tuple[torch.Tensor, dict]]:
+        """One pass's steps as (node seeds, link triples): cheap index work, so it can run in the
+        training process while the sampling itself runs elsewhere (:class:`MinibatchStream`)."""
         if not self.shuffle:  # evaluation: the same negatives every pass
             self.generator.manual_seed(self.seed)
         order = self.seeds[torch.randperm(self.seeds.numel(), generator=self.generator)] if self.shuffle else self.seeds
         link_order = {name: e[torch.randperm(e.numel(), generator=self.generator)] if self.shuffle else e
                       for name, e in self.links.items()}
         for step in range(len(self)):
-            seeds = order[step * self.batch_size:(step + 1) * self.batch_size]
-            yield self.batch(seeds, self.link_batch(link_order, step))
+            yield order[step * self.batch_size:(step + 1) * self.batch_size], self.link_batch(link_order, step)
 
     def link_batch(self, link_order: dict[str, torch.Tensor], step: int) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Step ``step``'s (src, pos, neg) local ids per link task, cycling through each task's edges."""
@@ -296,6 +311,72 @@ T = TypeVar("T")
 _DONE = object()
 
 
+def _rebuild_minibatches(source: tuple[str, int], recipe: dict) -> "NodeMinibatches":
+    return NodeMinibatches(load_worker_partition(*source), **recipe)
+
+
+class MinibatchStream:
+    """``steps`` minibatches per epoch, round-robin over a worker's partitions (cycling the shorter
+    ones), sampled in ``workers`` background processes, or in this process when ``workers`` is 0.
+
+    Sampling processes take DGL sampling and feature gathering off the training process, whose
+    Python thread is then free to launch GPU kernels; they matter on GPU machines with cores to
+    spare, and cost more than they save on a small CPU-only machine.
+    """
+
+    def __init__(self, batches: list[NodeMinibatches], workers: int = 0, pin_memory: bool = False):
+        self.batches, self.workers = batches, workers
+        self._plans = [iter(()) for _ in batches]
+        self._loader = None
+        if workers > 0:
+            self._keys = _EpochKeys()
+            self._loader = torch.utils.data.DataLoader(
+                _PlannedBatches(batches), sampler=self._keys, batch_size=None, num_workers=workers,
+                pin_memory=pin_memory, persistent_workers=True, prefetch_factor=4,
+                multiprocessing_context="spawn", worker_init_fn=_sampler_worker_init)
+
+    def next_key(self, k: int) -> tuple[torch.Tensor, dict]:
+        """The next (node seeds, link triples) of partition ``k``'s plan, starting a new pass when one ends."""
+        try:
+            return next(self._plans[k])
+        except StopIteration:
+            self._plans[k] = self.batches[k].plan()
+            return next(self._plans[k])
+
+    def epoch(self, steps: int) -> Iterator[MiniBatch]:
+        keys = [(i % len(self.batches), *self.next_key(i % len(self.batches))) for i in range(steps)]
+        if self._loader is None:
+            return (self.batches[k].batch(seeds, links) for k, seeds, links in keys)
+        self._keys.keys = keys
+        return iter(self._loader)
+
+
+class _EpochKeys:
+    """The DataLoader's sampler: this epoch's keys, set before each pass."""
+
+    keys: list = []
+
+    def __iter__(self):
+        return iter(self.keys)
+
+    def __len__(self):
+        return len(self.keys)
+
+
+class _PlannedBatches(torch.utils.data.Dataset):
+    def __init__(self, batches: list[NodeMinibatches]):
+        self.batches = batches
+
+    def __getitem__(self, key) -> MiniBatch:
+        k, seeds, links = key
+        return self.batches[k].batch(seeds, links)
+
+
+def _sampler_worker_init(worker_id: int) -> None:
+    torch.set_num_threads(1)  # one core per sampling process
+    dgl.seed(torch.initial_seed() % 2**31 + worker_id)
+
+
 def on_device(batches: Iterable[MiniBatch], device: torch.device | str) -> Iterator[MiniBatch]:
     """``batches`` moved to ``device``; for CUDA through pinned memory with an asynchronous copy.
 
@@ -305,7 +386,8 @@ def on_device(batches: Iterable[MiniBatch], device: torch.device | str) -> Itera
     device = torch.device(device)
     for batch in batches:
         if device.type == "cuda":
-            yield batch.pin_memory().to(device, non_blocking=True)
+            pinned = batch if batch.seed_type.is_pinned() else batch.pin_memory()  # DataLoader workers pin already
+            yield pinned.to(device, non_blocking=True)
         else:
             yield batch.to(device)
 

@@ -35,25 +35,21 @@ from graviti_dist.errors import GravitiError
 from graviti_dist.metrics import torch_distributed_gather
 from graviti_dist.plots import plot_run
 from graviti_dist.ray_cluster import ray_session
-from graviti_dist.sampling import NodeMinibatches, load_worker_partition, on_device, prefetch
+from graviti_dist.sampling import MinibatchStream, NodeMinibatches, load_worker_partition, on_device, prefetch
 from graviti_dist.worker_loop import build_model, evaluate, make_optimizer, train_step
 
 CHECKPOINT_FILE = "state.pt"
 METRICS_FILE = "metrics.jsonl"
 
 
-def _cycle_steps(batches: list[NodeMinibatches], steps: int):
-    """``steps`` minibatches drawn round-robin from this worker's partitions, cycling when exhausted."""
-    iterators = [iter(b) for b in batches]
-    i = 0
-    for _ in range(steps):
-        k = i % len(batches)
-        try:
-            yield next(iterators[k])
-        except StopIteration:
-            iterators[k] = iter(batches[k])
-            yield next(iterators[k])
-        i += 1
+def sampler_workers(config: TrainConfig, device: torch.device) -> int:
+    """Sampling processes per training worker: as configured, else none on CPU (they would take the
+    cores compute needs) and up to 4 on a GPU, where the training process should only launch kernels."""
+    if config.sampler_workers is not None:
+        return config.sampler_workers
+    if device.type != "cuda":
+        return 0
+    return max(0, min(4, (config.threads_per_worker or os.cpu_count() or 1) - 2))
 
 
 def _flat(prefix: str, nested: dict) -> dict:
@@ -82,6 +78,7 @@ def train_loop_per_worker(config_dict: dict) -> None:
            for k, p in zip(owned, parts)]
     test = [NodeMinibatches(p, fanouts, config.batch_size, "test", seed=k, shuffle=False, tasks=tasks, **links)
             for k, p in zip(owned, parts)]
+    stream = MinibatchStream(train, workers=sampler_workers(config, device), pin_memory=device.type == "cuda")
     model = build_model(parts[0], encoder_config(config), config.balancing, tasks, config.task_weights).to(device)
     core = model
     # [1] DDP; a batch may lack a node type, so some input projections go unused in a step.
@@ -110,7 +107,7 @@ def train_loop_per_worker(config_dict: dict) -> None:
         started, seeds, sums = time.perf_counter(), 0, {}
         bar = tqdm(total=int(steps), desc=f"epoch {epoch}", unit="step", mininterval=2.0, file=sys.stderr,
                    disable=not (config.progress and rank == 0))
-        for batch in prefetch(on_device(_cycle_steps(train, int(steps)), device)):
+        for batch in prefetch(on_device(stream.epoch(int(steps)), device)):
             bar.update()
             losses = train_step(model, batch, optimizer)
             seeds += batch.num_seeds

@@ -14,7 +14,7 @@ import torch
 
 from graviti_dist.metrics import Gather, TaskMetric, single_worker
 from graviti_dist.model import EncoderConfig, MiniBatch, MultiTaskModel, TaskSpec, build_balancer, build_encoder
-from graviti_dist.sampling import NodeMinibatches, WorkerPartition, on_device, prefetch
+from graviti_dist.sampling import MinibatchStream, NodeMinibatches, WorkerPartition, on_device, prefetch
 
 
 def task_specs(part: WorkerPartition) -> list[TaskSpec]:
@@ -54,7 +54,7 @@ def train_step(model: torch.nn.Module, batch: MiniBatch, optimizer: torch.optim.
     return losses
 
 
-def train_epoch(model: MultiTaskModel, batches: NodeMinibatches, optimizer: torch.optim.Optimizer,
+def train_epoch(model: MultiTaskModel, batches: Iterable[MiniBatch], optimizer: torch.optim.Optimizer,
                 device: torch.device | str = "cpu") -> dict[str, float]:
     """One pass over ``batches`` (sampled in the background); returns each task's mean loss."""
     model.train()
@@ -96,15 +96,16 @@ def evaluate(model: MultiTaskModel, batches: Iterable[MiniBatch], device: torch.
 
 def fit_local(part: WorkerPartition, encoder: EncoderConfig, *, epochs: int, fanouts: list[int], batch_size: int = 512,
               lr: float = 5e-3, seed: int = 0, balancing: str = "static", device: torch.device | str = "cpu",
-              ) -> tuple[MultiTaskModel, dict]:
+              sampler_workers: int = 0) -> tuple[MultiTaskModel, dict]:
     """Train on one partition in this process (no Ray; CPU or one GPU) and return the model and its test metrics."""
     torch.manual_seed(seed)
     model = build_model(part, encoder, balancing).to(device)
     optimizer = make_optimizer(model.parameters(), lr, device=device)
     train = NodeMinibatches(part, fanouts, batch_size, "train", seed=seed)
+    stream = MinibatchStream([train], workers=sampler_workers, pin_memory=torch.device(device).type == "cuda")
     history = []
     for _ in range(epochs):
-        losses = train_epoch(model, train, optimizer, device)
+        losses = train_epoch(model, stream.epoch(len(train)), optimizer, device)
         model.balancer.end_epoch(losses)
         history.append(losses)
     test = NodeMinibatches(part, fanouts, batch_size, "test", shuffle=False)

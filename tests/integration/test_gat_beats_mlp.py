@@ -60,3 +60,17 @@ def test_gat_clearly_beats_mlp_on_interest_and_is_bot(one_partition):
     assert gat["interest"]["accuracy"] > mlp["interest"]["accuracy"] + 0.2, results
     assert gat["is_bot"]["roc_auc"] > mlp["is_bot"]["roc_auc"] + 0.05, results
     assert gat["influence"]["rmse"] < mlp["influence"]["rmse"], results
+
+
+def test_sampling_processes_give_the_planned_batches(one_partition):
+    from graviti_dist.sampling import MinibatchStream
+
+    def seed_sets(workers):
+        batches = NodeMinibatches(one_partition, [5, 5], 512, seed=3)
+        stream = MinibatchStream([batches], workers=workers)
+        return [sorted(b.blocks[-1].num_dst for _ in [0]) + sorted(torch.unique(b.seed_type).tolist())
+                + [int(b.labels["interest"][1].sum()), b.num_seeds] for b in stream.epoch(6)]
+
+    # The plan (seeds, link pairs, negatives) is drawn in this process: 2 sampling processes
+    # must deliver the same steps, in order, as sampling in-process.
+    assert seed_sets(2) == seed_sets(0)
