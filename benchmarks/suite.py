@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> dict:
     _, parts = prepare(args.graph, args.workdir, args.datasets, {1, *workers})
     manifest = json.loads((parts[1] / "manifest.json").read_text())
     report = json.loads((parts[1] / "report.json").read_text())
-    sampler_workers = args.sampler_workers if args.sampler_workers is not None else (4 if device.type == "cuda" else 0)
+    sampler_workers = args.sampler_workers or 0
     single = bt.single_worker(parts[1], device, rounds, threads, ["dgl", "pyg"], sampler_workers)
     scaling = {"1": {"seeds_per_s": single["systems"]["ours"]["seeds_per_s"], "spread": single["systems"]["ours"]["spread"],
                      "threads_per_worker": threads, "breakdown_ms": single["breakdown_ms"]}}
@@ -238,7 +238,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=10, help="training steps per round")
     p.add_argument("--batch", type=int, default=bt.BATCH)
     p.add_argument("--threads", type=int, help="total threads (default: the CPUs this process may use)")
-    p.add_argument("--sampler-workers", type=int, help="sampling processes for ours (default: 0 on CPU, 4 on CUDA)")
+    p.add_argument("--sampler-workers", type=int, help="sampling processes for ours (default 0: the trainer's sampling thread)")
     p.add_argument("--quick", action="store_true", help="tiny graph, 1 round of 2 steps: checks the pipeline in under a minute")
     p.add_argument("--suite", action="store_true", help="also run the generation, partition and encoder benchmarks")
     p.add_argument("--out", type=Path, default=RESULTS, help="where JSON, table and plots go (default benchmarks/results)")
