@@ -64,10 +64,22 @@ def serve_table(result: dict) -> str:
     return "\n".join(rows) + f"\n\nGraph: {result['graph']}; model: {result['model']}; service threads: {result['service_threads']}.\n" + _env_line(result)
 
 
+def metis_table(result: dict) -> str:
+    rows = ["| crawl edges | homogeneous nodes | homogeneous edges | graph RSS | peak RSS with METIS | METIS time |",
+            "|---|---|---|---|---|---|"]
+    for r in result["runs"]:
+        rows.append(f"| {r['target_edges']:,} | {r['nodes']:,} | {r['edges']:,} | {r['graph_rss_gb']:.2f} GB "
+                    f"| {r['peak_rss_gb']:.2f} GB | {r['metis_seconds']:.1f} s |")
+    fits = ", ".join(f"{mem}: {n / 1e6:,.0f}M" for mem, n in result["max_homogeneous_edges_at_80pct_memory"].items())
+    return ("\n".join(rows) + f"\n\nPeak grows {result['peak_gb_per_million_edges'] * 1000:.0f} MB per million homogeneous "
+            f"edges ({result['parts']} parts). Largest homogeneous graph whose METIS step fits in 80% of memory: {fits} edges.\n"
+            + _env_line(result))
+
+
 RENDERERS = {"generate": ("generate.json", generate_table), "encoder-cpu": ("encoder-cpu.json", encoder_table),
              "encoder-cpu-tcmalloc": ("encoder-cpu-tcmalloc.json", encoder_table),
              "partition": ("partition.json", partition_table), "encoder-cuda": ("encoder-cuda.json", encoder_table),
-             "serve": ("serve.json", serve_table)}
+             "serve": ("serve.json", serve_table), "metis-memory": ("metis-memory.json", metis_table)}
 
 
 def _train_renderer(filename: str):
