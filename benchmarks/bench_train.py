@@ -35,9 +35,9 @@ from pathlib import Path
 import psutil
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
+from benchmarks.bench_encoder import BATCH, FANOUTS, HEADS, HIDDEN, IN_DIM, DGLGAT, _pyg_model
 from graviti_dist._dgl import dgl, set_threads
 from graviti_dist.errors import GravitiError
 from graviti_dist.model import EncoderConfig
@@ -47,7 +47,7 @@ from graviti_dist.model.ops import kernels_for
 from graviti_dist.sampling import MinibatchStream, NodeMinibatches, WorkerPartition, load_worker_partition, on_device, prefetch
 from graviti_dist.worker_loop import build_model, make_optimizer, task_specs, train_step
 
-HEADS, HIDDEN, FANOUTS, BATCH = 4, 64, (10, 10), 1024
+assert IN_DIM == HIDDEN  # the baselines' first GATConv reads the (N, HIDDEN) projected features
 PHASES = ("sample", "gather", "h2d", "forward", "backward", "allreduce", "optimizer")
 
 
@@ -170,34 +170,6 @@ class _Heads(nn.Module):
         return sum(self.heads[s.name].loss(self.heads[s.name](emb), *labels[s.name]) for s in self.specs)
 
 
-class DGLEncoder(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.l1 = dgl.nn.GATConv(HIDDEN, HIDDEN, HEADS, allow_zero_in_degree=True)
-        self.l2 = dgl.nn.GATConv(HEADS * HIDDEN, HIDDEN, HEADS, allow_zero_in_degree=True)
-
-    def forward(self, blocks, x):
-        h = F.elu(self.l1(blocks[0], x).flatten(1))
-        return self.l2(blocks[1], h).mean(1)
-
-
-def _pyg_encoder() -> nn.Module:
-    from torch_geometric.nn import GATConv
-
-    class PyGEncoder(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.l1 = GATConv(HIDDEN, HIDDEN, heads=HEADS, add_self_loops=False)
-            self.l2 = GATConv(HEADS * HIDDEN, HIDDEN, heads=HEADS, add_self_loops=False)
-
-        def forward(self, blocks, x):
-            (e1, n1), (e2, n2) = blocks
-            h = F.elu(self.l1((x, x[: n1[1]]), e1, size=n1))
-            return self.l2((h, h[: n2[1]]), e2, size=n2).view(-1, HEADS, HIDDEN).mean(1)
-
-    return PyGEncoder()
-
-
 class BaselineLoop:
     """DGL's example-style loop; ``kind`` picks DGL's or PyG's GATConv on the same sampled blocks."""
 
@@ -218,7 +190,7 @@ class BaselineLoop:
         sampler = dgl.dataloading.NeighborSampler(list(FANOUTS), prefetch_node_feats=["feat"], prefetch_labels=label_keys)
         self.loader = dgl.dataloading.DataLoader(graph, loader_data.seeds, sampler, batch_size=batch, shuffle=True,
                                                  drop_last=False, num_workers=0)
-        self.encoder = DGLEncoder() if kind == "dgl" else _pyg_encoder()
+        self.encoder = DGLGAT() if kind == "dgl" else _pyg_model()  # the encoder benchmark's models, in_dim = HIDDEN
         self.model = nn.ModuleDict({"encoder": self.encoder, "heads": self.heads}).to(device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3, fused=device.type == "cuda")
         self._batches = self._cycle()

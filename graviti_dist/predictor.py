@@ -41,13 +41,14 @@ class Predictor:
         self.tasks = {t["name"]: t for t in self.manifest["tasks"] if t["name"] in model.specs and t["type"] != "link"}
         self.index: dict[tuple[str, str], tuple[int, int]] = {}
         self.types_of: dict[str, list[str]] = defaultdict(list)
+        owned = [raw_ids_of_inner(part_dir, part, p) for p, part in enumerate(parts)]
         for p, part in enumerate(parts):
-            for t, (nodes, raw_ids) in raw_ids_of_inner(part_dir, part, p).items():
+            for t, (nodes, raw_ids) in owned[p].items():
                 node_type = part.ntypes[t]
                 for local, raw in zip(nodes.tolist(), raw_ids.to_pylist()):
                     self.index[(node_type, str(raw))] = (p, local)
                     self.types_of[str(raw)].append(node_type)
-        self.recommenders = self._recommenders(part_dir, parts)
+        self.recommenders = self._recommenders(part_dir, parts, owned)
         self.lock = threading.Lock()  # one request's forward at a time: predictable latency, no thread oversubscription
 
     @property
@@ -84,7 +85,7 @@ class Predictor:
                     answers[raw] = entry
         return {"predictions": {raw: answers[raw] for raw in dict.fromkeys(ids) if raw in answers}, "unknown": unknown}
 
-    def _recommenders(self, part_dir: Path, parts) -> dict[str, Recommender]:
+    def _recommenders(self, part_dir: Path, parts, owned: list[dict]) -> dict[str, Recommender]:
         """Per link task: every node's final embedding in type-id order, for top-k over all destinations."""
         links = [t for t in self.manifest["tasks"] if t["type"] == "link" and f"heads.{t['name']}.src_proj.weight" in self.run.state]
         if not links:
@@ -96,7 +97,7 @@ class Predictor:
             self.type_id_of.update({(t, str(raw)): i for i, raw in enumerate(id_map)})
             emb[t] = torch.zeros(len(id_map), self.inference[0].model.encoder.out_dim)
         for p, (inference, part) in enumerate(zip(self.inference, parts)):
-            for t, (nodes, raw_ids) in raw_ids_of_inner(part_dir, part, p).items():
+            for t, (nodes, raw_ids) in owned[p].items():
                 name = part.ntypes[t]
                 final, _ = inference.predict(nodes, self.hidden[p])
                 rows = torch.tensor([self.type_id_of[(name, str(r))] for r in raw_ids.to_pylist()], dtype=torch.long)
@@ -108,7 +109,8 @@ class Predictor:
         return out
 
     def recommend(self, user_id: str, k: int, task: str | None = None) -> dict:
-        """Top-``k`` new destinations for source ``user_id``; raises KeyError (unknown id) or ValueError."""
+        """Top-``k`` new destinations for source ``user_id``; raises LookupError (unknown id, no link task)
+        or ValueError (unknown task)."""
         if not self.recommenders:
             raise LookupError("this model has no trained link task to recommend with")
         if task is None:
@@ -118,7 +120,7 @@ class Predictor:
         rec = self.recommenders[task]
         source = self.type_id_of.get((rec.src_type, user_id))
         if source is None:
-            raise KeyError(f"no {rec.src_type} with id {user_id!r} in these partitions")
+            raise LookupError(f"no {rec.src_type} with id {user_id!r} in these partitions")
         with self.lock:
             items, scores = rec.top_k(torch.tensor([source]), k)
         dst_ids = rec.dst_ids

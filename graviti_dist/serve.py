@@ -74,8 +74,8 @@ def create_app(predictor: Predictor, max_ids: int = 1024) -> FastAPI:
         """Top-k new items for a user by the trained link head, items already linked left out."""
         try:
             return predictor.recommend(str(body.user_id), body.k, body.task)
-        except LookupError as exc:  # KeyError included: an unknown user or a model without link task
-            raise HTTPException(404, str(exc).strip("'\"")) from None
+        except LookupError as exc:  # an unknown user, or a model without a link task
+            raise HTTPException(404, str(exc)) from None
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
 

@@ -42,15 +42,6 @@ CHECKPOINT_FILE = "state.pt"
 METRICS_FILE = "metrics.jsonl"
 
 
-def sampler_workers(config: TrainConfig, device: torch.device) -> int:
-    """Sampling processes per training worker: as configured, else none. Measured on an H100 with 16
-    cores (benchmarks/README.md), 4 processes gave 42.8k seeds/s against 57.9k for the in-process
-    sampling thread: shipping a minibatch's ~30 tensors through shared memory costs more than the
-    sampling it moves. They may pay off with larger fanouts or slower sampling per batch."""
-    del device
-    return config.sampler_workers or 0
-
-
 def _flat(prefix: str, nested: dict) -> dict:
     return {f"{prefix}{task}/{name}": value for task, values in nested.items() for name, value in values.items()}
 
@@ -77,7 +68,9 @@ def train_loop_per_worker(config_dict: dict) -> None:
            for k, p in zip(owned, parts)]
     test = [NodeMinibatches(p, fanouts, config.batch_size, "test", seed=k, shuffle=False, tasks=tasks, **links)
             for k, p in zip(owned, parts)]
-    stream = MinibatchStream(train, workers=sampler_workers(config, device), pin_memory=device.type == "cuda")
+    # Sampling processes are opt-in: on an H100 4 of them gave 42.8k seeds/s against 57.9k for the
+    # in-process sampling thread (benchmarks/README.md): a minibatch's ~30 tensors cost more to ship.
+    stream = MinibatchStream(train, workers=config.sampler_workers or 0, pin_memory=device.type == "cuda")
     model = build_model(parts[0], encoder_config(config), config.balancing, tasks, config.task_weights).to(device)
     core = model
     # [1] DDP; a batch may lack a node type, so some input projections go unused in a step.

@@ -167,25 +167,16 @@ def _ops_outputs(device: str):
     return [r.detach().cpu() for r in results]
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 @pytest.mark.parametrize("kernels", ["sparse", "gather"])
-def test_both_kernel_families_agree_on_cpu(kernels, monkeypatch):
-    """The gather kernels (CUDA's default) must equal the sparse ones, forward and backward."""
+def test_each_kernel_family_equals_the_cpu_sparse_kernels(kernels, device, monkeypatch):
+    """Forward and backward of both kernel families (gather is CUDA's default) on each device."""
     monkeypatch.setenv(KERNELS_ENV, "sparse")
     expected = _ops_outputs("cpu")
     monkeypatch.setenv(KERNELS_ENV, kernels)
-    for got, want in zip(_ops_outputs("cpu"), expected):
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("kernels", ["sparse", "gather"])
-def test_aggregation_on_cuda_equals_cpu(kernels, monkeypatch):
-    """Each kernel family on the GPU against the CPU's sparse kernels, forward and backward."""
-    monkeypatch.setenv(KERNELS_ENV, "sparse")
-    expected = _ops_outputs("cpu")
-    monkeypatch.setenv(KERNELS_ENV, kernels)
-    for got, want in zip(_ops_outputs("cuda"), expected):
-        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)
+    tolerance = 1e-4 if device == "cpu" else 1e-3
+    for got, want in zip(_ops_outputs(device), expected):
+        torch.testing.assert_close(got, want, rtol=tolerance, atol=tolerance)
 
 
 @pytest.mark.gpu
