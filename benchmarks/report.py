@@ -44,15 +44,17 @@ def encoder_table(result: dict) -> str:
 def partition_table(result: dict) -> str:
     rows = ["| edges | parts | graviti (Ray) | graviti (local) | DGL partition_graph | DGL / ours (Ray, local) "
             "| local stages (read, split, assign, halo, write) | peak GB Ray (driver + writers) | peak GB local | peak GB DGL "
-            "| edge cut |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+            "| edge cut (ours, DGL) | node balance (ours, DGL) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["runs"]:
         o, d = r["ours"], r["dgl"]
         loc = r.get("ours_local", o)
         stages = ", ".join(f"{v:.1f}" for v in loc["stages"].values())
+        dgl_cut = f"{d['edge_cut']:.1%}" if "edge_cut" in d else "-"
+        dgl_balance = f"{d['node_balance']:.3f}" if "node_balance" in d else "-"
         rows.append(f"| {r['target_edges']:,} | {r['parts']} | {o['seconds']:.1f} s | {loc['seconds']:.1f} s | {d['seconds']:.1f} s "
                     f"| {r['speedup']:.2f}x, {r.get('speedup_local', r['speedup']):.2f}x | {stages} s "
                     f"| {o['driver_peak_gb']:.2f} + {o['writers_peak_gb']:.2f} | {loc['driver_peak_gb']:.2f} "
-                    f"| {d['driver_peak_gb']:.2f} | {o['edge_cut']:.1%} |")
+                    f"| {d['driver_peak_gb']:.2f} | {o['edge_cut']:.1%}, {dgl_cut} | {o['node_balance']:.3f}, {dgl_balance} |")
     return "\n".join(rows) + "\n\n" + _env_line(result)
 
 

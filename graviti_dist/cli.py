@@ -90,7 +90,7 @@ def _cmd_partition(args: argparse.Namespace) -> None:
         split = tuple(float(x) for x in args.split.split(","))
         spec = PartitionSpec(num_parts=args.num_parts, method=args.method, num_hops=args.num_hops,
                              balance_train=args.balance_train, split=split, seed=args.seed, num_actors=args.num_actors,
-                             executor=args.executor)
+                             executor=args.executor, metis_mode=args.metis_mode)
     except ValueError as exc:
         raise GravitiError(str(exc)) from None
     report = partition_crawl(args.crawl, args.out, spec, address=args.address, overwrite=args.overwrite,
@@ -197,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     part.add_argument("--num-parts", type=int)
     part.add_argument("--method", choices=["metis", "random"], default="metis",
                       help="random: for graphs larger than METIS fits in memory")
+    part.add_argument("--metis-mode", choices=["recursive", "k-way"], default="recursive",
+                      help="recursive bisection (default: the same parts on every run) or k-way (lower edge cut on "
+                           "some graphs, but DGL's METIS gives a different assignment run to run)")
     part.add_argument("--num-hops", type=int, default=2, help="halo depth (default 2 = the default model's GAT layers)")
     part.add_argument("--balance-train", action=argparse.BooleanOptionalAction, default=True,
                       help="balance labelled training nodes across parts as well as node types and edges")
