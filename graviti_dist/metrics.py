@@ -40,6 +40,13 @@ class TaskMetric:
         self.preds: list[np.ndarray] = []
         self.targets: list[np.ndarray] = []
         self.rr_sum = self.hits = self.count = 0.0
+        self.loss_sum = self.loss_count = 0.0
+
+    def add_loss(self, mean_loss: float, count: int) -> None:
+        """The head's training loss over ``count`` labelled items (mean); reported as ``loss``."""
+        if count:
+            self.loss_sum += float(mean_loss) * count
+            self.loss_count += count
 
     def update(self, pred: torch.Tensor, target: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> None:
         """Node tasks: ``pred`` from the head's ``predict``; link tasks: ``pred`` = (pos, neg) scores."""
@@ -57,16 +64,22 @@ class TaskMetric:
 
     def compute(self, gather: Gather = single_worker) -> dict[str, float]:
         if self.type == "link":
-            rr, hits, count = (sum(x) for x in zip(*gather((self.rr_sum, self.hits, self.count))))
+            rr, hits, count, loss_sum, loss_count = (
+                sum(x) for x in zip(*gather((self.rr_sum, self.hits, self.count, self.loss_sum, self.loss_count))))
             return {"mrr": rr / count if count else math.nan, f"hits@{self.hits_k}": hits / count if count else math.nan,
-                    "count": int(count)}
-        parts = gather((self.preds, self.targets))
-        preds = [p for worker_preds, _ in parts for p in worker_preds]
-        targets = [t for _, worker_targets in parts for t in worker_targets]
+                    **_loss(loss_sum, loss_count), "count": int(count)}
+        parts = gather((self.preds, self.targets, self.loss_sum, self.loss_count))
+        preds = [p for worker in parts for p in worker[0]]
+        targets = [t for worker in parts for t in worker[1]]
         if not preds or sum(len(p) for p in preds) == 0:
             return {"count": 0}
         pred, target = np.concatenate(preds), np.concatenate(targets)
-        return {**_node_metrics(self.type, pred, target, self.num_classes), "count": int(len(target))}
+        loss = _loss(sum(w[2] for w in parts), sum(w[3] for w in parts))
+        return {**_node_metrics(self.type, pred, target, self.num_classes), **loss, "count": int(len(target))}
+
+
+def _loss(total: float, count: float) -> dict[str, float]:
+    return {"loss": total / count} if count else {}
 
 
 def _safe(fn, *args, **kwargs) -> float:

@@ -121,11 +121,12 @@ def train_loop_per_worker(config_dict: dict) -> None:
         if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
             metrics = _evaluate(core, val, device)
             record.update(_flat("val/", metrics))
-            score = _score(config, metrics, mean_losses)
-            if best is None or score > best:
-                best, best_state, stale = score, {k: v.detach().clone() for k, v in core.state_dict().items()}, 0
+            score = _score(config, metrics)
+            if best is None or score > best[0]:  # best = (score, epoch)
+                best, best_state, stale = (score, epoch), {k: v.detach().clone() for k, v in core.state_dict().items()}, 0
             else:
                 stale += 1
+            record["best_epoch"] = best[1]
         stop = config.early_stopping is not None and stale >= config.early_stopping.patience
         _report(record, core, optimizer, schedule, epoch, best, best_state, stale, rank, Path(config.out))  # [2]
         if stop:
@@ -134,7 +135,7 @@ def train_loop_per_worker(config_dict: dict) -> None:
         core.load_state_dict(best_state)
     final = _evaluate(core, test, device)
     if rank == 0:
-        _write_run_outputs(config, final, core)
+        _write_run_outputs(config, final, core, best[1] if best else None)
 
 
 def _param_spread(core, world: int) -> float:
@@ -151,9 +152,12 @@ def _evaluate(core, batches: list[NodeMinibatches], device) -> dict:
     return evaluate(core, itertools.chain.from_iterable(batches), device, gather=torch_distributed_gather)
 
 
-def _score(config: TrainConfig, metrics: dict, losses: dict) -> float:
+def _score(config: TrainConfig, metrics: dict) -> float:
+    """Higher is better. Without an early-stopping metric: minus the summed validation loss of every
+    task (regression on standardised targets, so tasks weigh alike whatever their units)."""
     if config.early_stopping is None:
-        return -sum(v for v in losses.values() if not math.isnan(v))
+        losses = [m["loss"] for m in metrics.values() if not math.isnan(m.get("loss", math.nan))]
+        return -sum(losses) if losses else -math.inf
     task, _, name = config.early_stopping.metric.partition("/")
     value = metrics.get(task, {}).get(name, math.nan)
     if math.isnan(value):
@@ -181,13 +185,16 @@ def _report(record, core, optimizer, schedule, epoch, best, best_state, stale, r
         ray.train.report(record, checkpoint=Checkpoint.from_directory(directory))
 
 
-def _write_run_outputs(config: TrainConfig, test_metrics: dict, core) -> None:
+def _write_run_outputs(config: TrainConfig, test_metrics: dict, core, best_epoch: int | None) -> None:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "test_metrics.json").write_text(json.dumps(test_metrics, indent=2))
     rows = ["| task | metric | value |", "|---|---|---|"]
     for task, values in test_metrics.items():
         rows += [f"| {task} | {name} | {value:.4f} |" for name, value in values.items() if name != "count"]
+    if best_epoch is not None:
+        rows += ["", f"Test split, with the model of epoch {best_epoch} "
+                     f"({config.early_stopping.metric if config.early_stopping else 'lowest summed validation loss'})."]
     (out / "test_metrics.md").write_text("\n".join(rows) + "\n")
     torch.save(core.state_dict(), out / "best_model.pt")
 

@@ -77,20 +77,23 @@ def make_optimizer(params, lr: float, weight_decay: float = 0.0, device: torch.d
 def evaluate(model: MultiTaskModel, batches: Iterable[MiniBatch], device: torch.device | str = "cpu",
              gather: Gather = single_worker) -> dict[str, dict[str, float]]:
     """Metrics of every task over ``batches`` (labelled seeds of their split; link tasks: the split's
-    edges ranked against their negatives); ``gather`` collects every worker's predictions first, so
-    the metrics are exact under DDP."""
+    edges ranked against their negatives), each with the head's ``loss`` there; ``gather`` collects
+    every worker's predictions first, so the metrics are exact under DDP."""
     model.eval()
     metrics = {name: TaskMetric(spec.type, spec.num_classes) for name, spec in model.specs.items()}
     for batch in batches:
         batch = batch.to(device)
         _, outputs = model(batch)
         for name, metric in metrics.items():
+            head = model.heads[name]
             if model.specs[name].type == "link":
                 if name in batch.links:
                     metric.update(outputs[name])
+                    metric.add_loss(head.loss(outputs[name]), outputs[name][0].numel())
                 continue
             target, mask = batch.labels[name]
-            metric.update(model.heads[name].predict(outputs[name]), target, mask)
+            metric.update(head.predict(outputs[name]), target, mask)
+            metric.add_loss(head.loss(outputs[name], target, mask), int(mask.sum()))
     return {name: metric.compute(gather) for name, metric in metrics.items()}
 
 

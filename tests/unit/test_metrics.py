@@ -59,7 +59,10 @@ def _worker(rank, port, preds, targets, out):
         half = slice(0, 30) if rank == 0 else slice(30, None)
         m.update(torch.tensor(preds[half]), torch.tensor(targets[half]), torch.ones(len(preds[half]), dtype=torch.bool))
         link.update((torch.tensor([0.5] if rank == 0 else [0.5, 0.9]), torch.tensor([[0.9]] if rank == 0 else [[0.1], [0.1]])))
-        out[rank] = (m.compute(torch_distributed_gather)["roc_auc"], link.compute(torch_distributed_gather)["mrr"])
+        m.add_loss(1.0 if rank == 0 else 2.0, 30 if rank == 0 else 70)  # validation loss: weighted by items
+        link.add_loss(0.5 if rank == 0 else 1.0, 1 if rank == 0 else 2)
+        node, edges = m.compute(torch_distributed_gather), link.compute(torch_distributed_gather)
+        out[rank] = (node["roc_auc"], edges["mrr"], node["loss"], edges["loss"])
     finally:
         dist.destroy_process_group()
 
@@ -75,6 +78,7 @@ def test_metrics_are_exact_across_two_gloo_workers():
     averaged = (roc_auc_score(targets[:30], preds[:30]) + roc_auc_score(targets[30:], preds[30:])) / 2
     assert abs(full - averaged) > 0.05
     for rank in (0, 1):
-        auc, mrr = out[rank]
+        auc, mrr, node_loss, link_loss = out[rank]
         assert auc == pytest.approx(full)
+        assert node_loss == pytest.approx((30 * 1.0 + 70 * 2.0) / 100) and link_loss == pytest.approx((0.5 + 2 * 1.0) / 3)
         assert mrr == pytest.approx((0.5 + 1 + 1) / 3)  # ranks 2, 1, 1 over three positives
