@@ -71,6 +71,7 @@ class TrainConfig(_Strict):
     early_stopping: EarlyStopping | None = None
     seed: int = 0
     max_failures: int = Field(0, ge=0, description="Ray Train restarts after a worker dies")
+    keep_checkpoints: int = Field(2, ge=1, description="newest Ray Train checkpoints kept (each holds the best model so far)")
     resume_from: str | None = Field(None, description="a checkpoint folder to continue from (set by graviti train --resume)")
     progress: bool = Field(False, description="a per-step progress bar from rank 0 (on by itself in a terminal)")
 

@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 import yaml
 from tqdm import tqdm
-from ray.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from graviti_dist._dgl import set_threads
@@ -239,6 +239,8 @@ def fit(config: TrainConfig, *, address: str | None = None, overwrite: bool = Fa
             scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.device == "cuda",
                                          resources_per_worker={"CPU": 1}),
             run_config=RunConfig(storage_path=str(out / "ray"), name="train",
+                                 # every epoch checkpoints; without a limit a long run fills the disk
+                                 checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints),
                                  failure_config=FailureConfig(max_failures=config.max_failures)),
         )
         if not resume:

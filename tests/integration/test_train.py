@@ -51,6 +51,8 @@ def test_two_workers_train_jointly_and_stay_in_sync(two_parts, tmp_path):
     assert test_metrics["interest"]["accuracy"] > 0.3  # chance is 1/8
     assert (tmp_path / "run" / "test_metrics.md").read_text().startswith("| task | metric | value |")
     assert (tmp_path / "run" / "config.yaml").exists() and (tmp_path / "run" / "best_model.pt").exists()
+    # one checkpoint per epoch, but only the newest keep_checkpoints (2) stay on disk
+    assert len(list((tmp_path / "run" / "ray").glob("**/checkpoint_*/state.pt"))) == 2
 
 
 def test_config_errors_name_the_field(two_parts, tmp_path, capsys):
