@@ -91,7 +91,7 @@ def _train_renderer(filename: str):
     return filename, render
 
 
-for _name in ("train-cpu-synthetic-1m", "train-cpu-synthetic-1m-tcmalloc", "train-cuda-synthetic-1m"):
+for _name in ("train-cpu-synthetic-1m", "train-cpu-synthetic-1m-tcmalloc", "train-cuda-synthetic-1m", "quality-twitch"):
     RENDERERS[_name] = _train_renderer(_name + ".json")
 
 
