@@ -9,7 +9,8 @@ DGL is imported, we register a stand-in ``dgl.graphbolt`` module, but only when
 the library for the running torch is really missing: a user whose DGL build
 matches their torch gets native DGL untouched.
 
-Every other module does ``from graviti_dist._dgl import dgl``. Ray worker
+Every other module does ``from graviti_dist._dgl import dgl``; what we take from DGL's
+internals (METIS with our own balance weights) lives here too. Ray worker
 processes unpickle DGL objects before any of our code runs, so every place
 that starts Ray passes :func:`graviti_dist.runtime_env.ray_runtime_env`
 (which names :func:`setup_worker` as ``worker_process_setup_hook``).
@@ -17,7 +18,9 @@ that starts Ray passes :func:`graviti_dist.runtime_env.ray_runtime_env`
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import logging
 import os
 import sys
@@ -91,3 +94,21 @@ def set_threads(num_threads: int | None = None) -> int:
 def setup_worker() -> None:
     """Ray ``worker_process_setup_hook``: import DGL our way and set thread counts."""
     set_threads()
+
+
+def metis_assignment(graph, num_parts: int, weights: torch.Tensor, mode: str = "recursive") -> torch.Tensor:
+    """METIS (DGL's build) on the symmetrised ``graph`` with ``weights`` (nodes x constraints) to balance.
+
+    ``dgl.metis_partition_assignment`` builds its own weights from node classes and puts a near-empty
+    class (e.g. the few nodes with no training label) on par with the rest: METIS then leaves parts
+    1.5-1.8x unbalanced (measured on Twitch, 4 parts). Multi-constraint k-way also gives a different
+    assignment run to run; recursive bisection does not (measured), so it is the default.
+    """
+    # DGL's own C entry points, the ones metis_partition_assignment calls after building its weights.
+    from dgl.partition import _CAPI_DGLMakeSymmetric_Hetero, _CAPI_DGLMetisPartition_Hetero
+
+    symmetric = dgl.DGLGraph(gidx=_CAPI_DGLMakeSymmetric_Hetero(graph._graph))
+    flat = dgl.backend.to_dgl_nd(weights.to(torch.int64).contiguous().reshape(-1))
+    with contextlib.redirect_stdout(io.StringIO()):
+        parts = _CAPI_DGLMetisPartition_Hetero(symmetric._graph, num_parts, flat, mode, True)
+    return dgl.backend.zerocopy_from_dgl_ndarray(parts).long().clone()
