@@ -70,11 +70,16 @@ def environment() -> dict:
     }
 
 
+def write_whole(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary sibling and rename it: a reader never sees half a result."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def write_result(name: str, payload: dict) -> Path:
     """Write ``results/<name>.json`` with the environment attached."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"environment": environment(), **payload}, indent=2))
-    tmp.replace(path)
+    write_whole(path, json.dumps({"environment": environment(), **payload}, indent=2))
     return path

@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks._meta import RESULTS, environment, write_result
+from benchmarks._meta import RESULTS, environment, write_result, write_whole
 
 # task/metric compared, whether larger is better
 SELECTIONS = (("mature", "roc_auc", "max"), ("views", "rmse", "min"))
@@ -86,7 +86,7 @@ def main() -> None:
     result = {"benchmark": "quality-twitch", "epochs": args.epochs, "patience": args.patience, "runs": runs}
     markdown = table(result, environment())
     path = write_result("quality-twitch", result)
-    (RESULTS / "quality-twitch.md").write_text(markdown)
+    write_whole(RESULTS / "quality-twitch.md", markdown)
     print(markdown)
     print(f"wrote {path}")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from benchmarks import bench_train as bt
-from benchmarks._meta import RESULTS, environment
+from benchmarks._meta import RESULTS, environment, write_whole
 from graviti_dist.errors import GravitiError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -207,10 +207,8 @@ def write(payload: dict, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = out_dir / f"train-{payload['device'].split(':')[0]}-{payload['graph']['name']}"
     path = stem.with_suffix(".json")
-    for target, text in ((path, json.dumps(payload, indent=2)), (stem.with_suffix(".md"), markdown(payload))):
-        tmp = target.with_name(target.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(target)
+    write_whole(path, json.dumps(payload, indent=2))
+    write_whole(stem.with_suffix(".md"), markdown(payload))
     plot(payload, stem)
     return path
 

@@ -43,7 +43,7 @@ class TaskMetric:
         self.loss_sum = self.loss_count = 0.0
 
     def add_loss(self, mean_loss: float, count: int) -> None:
-        """The head's training loss over ``count`` labelled items (mean); reported as ``loss``."""
+        """The head's loss (its training objective) averaged over ``count`` items of this split; reported as ``loss``."""
         if count:
             self.loss_sum += float(mean_loss) * count
             self.loss_count += count
