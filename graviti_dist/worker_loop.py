@@ -40,7 +40,8 @@ def build_model(part: WorkerPartition, encoder: EncoderConfig, balancing: str = 
                 weights: dict[str, float] | None = None) -> MultiTaskModel:
     """The multi-task model for the partition's node tasks (or the ``tasks`` subset), weights into the balancer."""
     specs = [s for s in task_specs(part) if tasks is None or s.name in tasks]
-    encoder = EncoderConfig(**{**encoder.__dict__, "num_relations": len(part.manifest["etypes"])})
+    relations = len(part.manifest["etypes"]) if encoder.typed_relations else 1
+    encoder = EncoderConfig(**{**encoder.__dict__, "num_relations": relations})
     return MultiTaskModel(build_encoder(encoder, part.inputs), specs, build_balancer(balancing, [s.name for s in specs], weights))
 
 

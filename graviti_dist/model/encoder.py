@@ -44,7 +44,8 @@ class EncoderConfig:
     residual: bool = True
     layer_norm: bool = False
     gatv2: bool = False
-    num_relations: int = 1
+    num_relations: int = 1  # > 1: a learned embedding per relation (edge type) in attention and messages
+    typed_relations: bool = True  # False keeps one relation whatever the graph has: a plain GAT
     edge_feat_dim: int = 0
 
     def __post_init__(self):
@@ -114,10 +115,12 @@ class GATLayer(nn.Module):
             pair = feat_src.index_select(0, block.src) + feat_dst.index_select(0, block.dst)
             scores = (F.leaky_relu(pair, self.negative_slope) * self.attn_l).sum(-1)
         else:
-            # Fold the attention vectors into the projection: el = h @ (a_l W)^T, no (N, heads, width) product.
-            el = h @ torch.einsum("hd,hdi->hi", self.attn_l[0], w).t()
-            er = h_dst @ torch.einsum("hd,hdi->hi", self.attn_r[0], w).t()
-            scores = el.index_select(0, block.src) + er.index_select(0, block.dst)
+            # Fold the attention vectors into the projection: [el | er] = h @ ([a_l; a_r] W)^T, one matmul and
+            # no (N, heads, width) product. er is computed for every source and sliced: slicing the (N, heads)
+            # result is cheaper in the backward than slicing h (a zero-filled (N, in) gradient).
+            attn_lr = torch.cat([self.attn_l[0], self.attn_r[0]])
+            elr = h @ torch.einsum("hd,hdi->hi", attn_lr, w.repeat(2, 1, 1)).t()
+            scores = elr[:, :heads].index_select(0, block.src) + elr[: block.num_dst, heads:].index_select(0, block.dst)
         if self.rel_emb is not None and block.etype is not None:
             rel_score = (self.rel_emb * self.attn_l).sum(-1)  # (R, heads): the relation's pull on attention
             scores = scores + rel_score.index_select(0, block.etype)

@@ -81,6 +81,28 @@ class _TypeProjection(nn.Module):
         return out
 
 
+class _RowsByType(torch.autograd.Function):
+    """Stacks each type's rows into input-node order: out[positions[t]] = rows[t].
+
+    The positions of all types partition the input nodes, so the output needs no
+    zero fill, and the backward is one gather per type: no copy of the whole
+    (nodes, hidden) tensor per type, which is what out-of-place ``index_copy``
+    (or in-place with autograd) costs.
+    """
+
+    @staticmethod
+    def forward(ctx, count: int, positions: list[torch.Tensor], *rows: torch.Tensor) -> torch.Tensor:
+        ctx.positions = positions
+        out = rows[0].new_empty((count, rows[0].shape[1]))
+        for index, part in zip(positions, rows):
+            out.index_copy_(0, index, part)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return (None, None, *(grad.index_select(0, index) for index in ctx.positions))
+
+
 class InputProjection(nn.Module):
     """Projects each node type's features to ``hidden`` and scatters them into input-node order."""
 
@@ -92,9 +114,14 @@ class InputProjection(nn.Module):
     def forward(self, features: TypedFeatures) -> torch.Tensor:
         count = features.node_type.numel()
         dtype = next(self.parameters()).dtype
-        out = torch.zeros(count, self.hidden, device=features.node_type.device, dtype=dtype)
-        for t, positions in features.positions.items():
-            projected = self.types[t](positions.numel(), features.dense.get(t), features.categorical.get(t, []),
-                                      features.multihot.get(t, []))
-            out = out.index_copy(0, positions, projected.to(dtype))
-        return out
+        positions, rows = [], []
+        for t, index in features.positions.items():
+            if index.numel():
+                positions.append(index)
+                rows.append(self.types[t](index.numel(), features.dense.get(t), features.categorical.get(t, []),
+                                          features.multihot.get(t, [])).to(dtype))
+        if sum(index.numel() for index in positions) != count:
+            raise ValueError(f"feature positions cover {sum(i.numel() for i in positions)} of {count} input nodes")
+        if not rows:
+            return torch.zeros(count, self.hidden, device=features.node_type.device, dtype=dtype)
+        return _RowsByType.apply(count, positions, *rows)

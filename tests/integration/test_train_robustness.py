@@ -115,3 +115,18 @@ def test_one_and_two_workers_reach_the_same_metrics(crawl_parts, tmp_path):
     assert abs(one["interest"]["accuracy"] - two["interest"]["accuracy"]) < 0.1, results
     assert abs(one["influence"]["rmse"] - two["influence"]["rmse"]) < 0.15, results
     assert one["interest"]["count"] == two["interest"]["count"]  # the same test split, evaluated whole
+
+
+def test_relations_switch_between_a_typed_and_a_plain_gat(crawl_parts):
+    from graviti_dist.config import TrainConfig, encoder_config
+    from graviti_dist.sampling import load_worker_partition
+    from graviti_dist.worker_loop import build_model
+
+    part = load_worker_partition(crawl_parts / "parts2", 0)
+    relations = len(part.manifest["etypes"])
+    assert relations > 1
+    for setting, expected in ((True, relations), (False, None)):
+        config = TrainConfig(partitions=str(crawl_parts / "parts2"), model={"relations": setting})
+        layers = build_model(part, encoder_config(config)).encoder.layers
+        shapes = [None if layer.rel_emb is None else layer.rel_emb.shape[0] for layer in layers]
+        assert shapes == [expected] * len(layers)
