@@ -44,7 +44,7 @@ from graviti_dist.model import EncoderConfig
 from graviti_dist.model.heads import build_head
 from graviti_dist.model.inputs import InputProjection
 from graviti_dist.model.ops import kernels_for
-from graviti_dist.sampling import MinibatchStream, NodeMinibatches, WorkerPartition, load_worker_partition, on_device, prefetch
+from graviti_dist.sampling import MinibatchStream, NodeMinibatches, WorkerPartition, load_worker_partition, on_device, prefetch, sampler_threads_for
 from graviti_dist.worker_loop import build_model, make_optimizer, task_specs, train_step
 
 assert IN_DIM == HIDDEN  # the baselines' first GATConv reads the (N, HIDDEN) projected features
@@ -92,7 +92,7 @@ class OursTrainer:
         """The real training loop for ``steps`` steps: (seeds, sampled edges)."""
         self.model.train()
         seeds = edges = 0
-        for batch in prefetch(on_device(self.stream.epoch(steps), self.device)):
+        for batch in prefetch(on_device(self.stream.epoch(steps), self.device), sampler_threads=sampler_threads_for(self.device)):
             train_step(self.model, batch, self.optimizer)
             seeds += batch.num_seeds
             edges += sum(b.num_edges for b in batch.blocks)

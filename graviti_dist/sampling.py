@@ -23,7 +23,7 @@ from typing import Iterable, Iterator, TypeVar
 
 import torch
 
-from graviti_dist._dgl import dgl
+from graviti_dist._dgl import dgl, set_sampler_threads
 from graviti_dist.model import Block, LinkPairs, MiniBatch, NodeInputSpec, TypedFeatures
 from graviti_dist.partition_check import HALO_FEATS, MANIFEST
 
@@ -209,7 +209,8 @@ class NodeMinibatches:
         keys = self.part.feature_keys[t]["dense"]
         if not keys:
             return None
-        return torch.cat([self.part.tables[t][k][rows].float().reshape(len(rows), -1) for k in keys], dim=1)
+        # index_select, not ``column[rows]``: advanced indexing of a 2-D column measured 5x slower here
+        return torch.cat([self.part.tables[t][k].index_select(0, rows).float().reshape(len(rows), -1) for k in keys], dim=1)
 
     def __iter__(self) -> Iterator[MiniBatch]:
         for seeds, links in self.plan():
@@ -263,7 +264,7 @@ class NodeMinibatches:
         part = self.part
         input_nodes, _, dgl_blocks = self.sampler.sample_blocks(part.graph, seeds)
         etype = part.graph.edata[dgl.ETYPE]
-        blocks = [Block.from_edges(*b.edges(), b.num_src_nodes(), b.num_dst_nodes(), etype=etype[b.edata[dgl.EID]])
+        blocks = [Block.from_edges(*b.edges(), b.num_src_nodes(), b.num_dst_nodes(), etype=etype.index_select(0, b.edata[dgl.EID]))
                   for b in dgl_blocks]
         return input_nodes, blocks
 
@@ -296,14 +297,15 @@ class NodeMinibatches:
             positions = torch.nonzero(node_type == t).squeeze(1)
             if positions.numel() == 0:
                 continue
-            rows = part.row[input_nodes[positions]]
+            rows = part.row.index_select(0, input_nodes.index_select(0, positions))
             features.positions[t] = positions
             dense = self._dense(t, rows)
             if dense is not None:
                 mean, std = self.dense_stats[t]
-                features.dense[t] = (dense - mean) / std
-            features.categorical[t] = [part.tables[t][k][rows].long().reshape(-1) for k in part.feature_keys[t]["categorical"]]
-            features.multihot[t] = [part.tables[t][k][rows].long() for k in part.feature_keys[t]["multihot"]]
+                features.dense[t] = dense.sub_(mean).div_(std)  # ``dense`` is a fresh gathered copy
+            columns = part.tables[t]
+            features.categorical[t] = [columns[k].index_select(0, rows).long().reshape(-1) for k in part.feature_keys[t]["categorical"]]
+            features.multihot[t] = [columns[k].index_select(0, rows).long() for k in part.feature_keys[t]["multihot"]]
         return features
 
 
@@ -393,17 +395,27 @@ def on_device(batches: Iterable[MiniBatch], device: torch.device | str) -> Itera
             yield batch.to(device)
 
 
-def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+def sampler_threads_for(device: torch.device | str) -> int | None:
+    """DGL sampler threads for the background thread of :func:`prefetch`: one when the model runs
+    on the same CPU cores (a second OpenMP pool there only preempts torch's: measured ~5% more
+    seeds/s on 2 cores), else DGL's default."""
+    return 1 if torch.device(device).type == "cpu" else None
+
+
+def prefetch(items: Iterable[T], depth: int = 2, sampler_threads: int | None = None) -> Iterator[T]:
     """Yield ``items`` while a background thread prepares up to ``depth`` of the next ones.
 
     DGL's sampler and torch's indexing release the GIL, so sampling the next
-    batch overlaps with the model's step. An exception in the producer is
-    raised here; leaving the loop early stops the producer.
+    batch overlaps with the model's step. ``sampler_threads`` sets DGL's OpenMP
+    threads in that thread only. An exception in the producer is raised here;
+    leaving the loop early stops the producer.
     """
     buffer: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
     def produce():
+        if sampler_threads is not None:
+            set_sampler_threads(sampler_threads)
         try:
             for item in items:
                 if stop.is_set():

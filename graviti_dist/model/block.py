@@ -51,13 +51,17 @@ class Block:
         if num_dst > num_src:
             raise ValueError(f"a block's dst nodes are its first src nodes: num_dst={num_dst} > num_src={num_src}")
         src, dst = src.long(), dst.long()
-        order = torch.argsort(dst, stable=True)
-        src, dst = src[order], dst[order]
-        etype = None if etype is None else etype.long()[order]
-        efeat = None if efeat is None else efeat.float()[order]
+        etype = None if etype is None else etype.long()
+        efeat = None if efeat is None else efeat.float()
+        # DGL's sampled blocks come grouped by destination already: the sort is then skipped.
+        if dst.numel() > 1 and not bool((dst[1:] >= dst[:-1]).all()):
+            order = torch.argsort(dst, stable=True)
+            src, dst = src.index_select(0, order), dst.index_select(0, order)
+            etype = None if etype is None else etype.index_select(0, order)
+            efeat = None if efeat is None else efeat.index_select(0, order)
         t_perm = torch.argsort(src, stable=True)
-        return cls(src, dst, _indptr(dst, num_dst), _indptr(src[t_perm], num_src), dst[t_perm], t_perm,
-                   int(num_src), int(num_dst), etype, efeat)
+        return cls(src, dst, _indptr(dst, num_dst), _indptr(src.index_select(0, t_perm), num_src),
+                   dst.index_select(0, t_perm), t_perm, int(num_src), int(num_dst), etype, efeat)
 
     @property
     def num_edges(self) -> int:

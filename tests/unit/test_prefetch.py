@@ -35,3 +35,16 @@ def test_leaving_early_stops_the_producer():
             break
     assert not any(t.name == "graviti-prefetch" and t.is_alive() for t in threading.enumerate())
     assert len(produced) < 10  # bounded by the queue depth, not the whole stream
+
+
+def test_sampler_threads_apply_to_the_producer_thread_only():
+    from graviti_dist._dgl import dgl
+
+    before = dgl.utils.get_num_threads()
+
+    def items():
+        for _ in range(3):
+            yield dgl.utils.get_num_threads()  # read in the producer thread
+
+    assert list(prefetch(items(), sampler_threads=1)) == [1, 1, 1]
+    assert dgl.utils.get_num_threads() == before
