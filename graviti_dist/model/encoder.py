@@ -27,7 +27,7 @@ from torch import nn
 
 from graviti_dist.model.block import Block
 from graviti_dist.model.inputs import InputProjection, NodeInputSpec, TypedFeatures
-from graviti_dist.model.ops import aggregate, aggregate_shared, edge_softmax
+from graviti_dist.model.ops import aggregate, aggregate_shared, edge_softmax, headwise_linear
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,7 @@ class GATLayer(nn.Module):
         attn = self.attn_drop(edge_softmax(scores, block.dst, block.num_dst))
         if not self.gatv2 and self._aggregate_first(block, h.shape[1]):
             # sum_e a_e W h_src = W (sum_e a_e h_src): project num_dst rows per head instead of all num_src rows.
-            out = torch.einsum("nhi,hdi->nhd", aggregate_shared(attn, h, block), w)
+            out = headwise_linear(aggregate_shared(attn, h, block), w)
         else:
             feat_src = feat_src if self.gatv2 else self.fc(h).view(-1, heads, width)
             out = aggregate(attn, feat_src, block)

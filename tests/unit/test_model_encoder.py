@@ -7,7 +7,7 @@ from graviti_dist._dgl import dgl
 from graviti_dist.crawl.load import load_crawl
 from graviti_dist.graph import build_graph
 from graviti_dist.model import Block, EncoderConfig, GATLayer, NodeInputSpec, TypedFeatures, build_encoder
-from graviti_dist.model.ops import KERNELS_ENV, aggregate, aggregate_reference, aggregate_shared, edge_softmax
+from graviti_dist.model.ops import KERNELS_ENV, aggregate, aggregate_reference, aggregate_shared, edge_softmax, headwise_linear
 
 GATConv = dgl.nn.GATConv
 
@@ -77,6 +77,22 @@ def test_shared_aggregation_equals_reference_with_gradients():
     assert torch.autograd.gradcheck(lambda s, x: aggregate_shared(edge_softmax(s, block.dst, 15), x, block), (scores, feat))
     torch.testing.assert_close(aggregate_shared(scores, feat, block),
                                aggregate_reference(scores, feat.unsqueeze(1).expand(-1, 3, -1), block))
+
+
+def test_headwise_linear_equals_einsum_with_gradients():
+    torch.manual_seed(0)
+    x = torch.randn(7, 3, 5, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(3, 4, 5, dtype=torch.float64, requires_grad=True)
+    out = headwise_linear(x, weight)
+    assert out.is_contiguous()
+    torch.testing.assert_close(out, torch.einsum("nhi,hdi->nhd", x, weight))
+    assert torch.autograd.gradcheck(headwise_linear, (x, weight))
+    # a non-contiguous gradient (what a transpose downstream hands back) gives the same result
+    grad = torch.randn(3, 7, 4, dtype=torch.float64).transpose(0, 1)
+    got = torch.autograd.grad(headwise_linear(x, weight), (x, weight), grad)
+    want = torch.autograd.grad(torch.einsum("nhi,hdi->nhd", x, weight), (x, weight), grad)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
 
 
 def test_sparse_aggregation_equals_gather_reference_with_gradients():
