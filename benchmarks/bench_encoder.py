@@ -31,7 +31,7 @@ from graviti_dist.crawl.synthetic import SyntheticSpec
 from graviti_dist.generate import generate_crawl
 from graviti_dist.graph import build_graph, to_homogeneous
 from graviti_dist.model import Block, GATLayer
-from graviti_dist.model.ops import KERNELS, KERNELS_ENV, kernels_for
+from graviti_dist.model.ops import KERNELS, KERNELS_ENV, elu, kernels_for
 
 HEADS, HIDDEN, FANOUTS, BATCH, IN_DIM = 4, 64, (10, 10), 1024, 64
 
@@ -43,7 +43,7 @@ class OursGAT(nn.Module):
         self.l2 = GATLayer(HEADS * HIDDEN, HIDDEN, HEADS, residual=False)
 
     def forward(self, blocks, x):
-        h = F.elu(self.l1(blocks[0], x).flatten(1))
+        h = elu(self.l1(blocks[0], x).flatten(1))
         return self.l2(blocks[1], h).mean(1)
 
 

@@ -27,7 +27,7 @@ from torch import nn
 
 from graviti_dist.model.block import Block
 from graviti_dist.model.inputs import InputProjection, NodeInputSpec, TypedFeatures
-from graviti_dist.model.ops import aggregate, aggregate_shared, edge_softmax, headwise_linear
+from graviti_dist.model.ops import aggregate, aggregate_shared, edge_softmax, elu, headwise_linear
 
 
 @dataclass(frozen=True)
@@ -186,7 +186,7 @@ class GATEncoder(nn.Module):
         """Layer ``i`` on ``block`` with its activation: what layer-wise (full-neighbourhood)
         inference calls once per layer over every node, instead of per sampled minibatch."""
         out = self.layers[i](block, h)
-        return F.elu(out.flatten(1)) if i < len(self.layers) - 1 else out.mean(1)
+        return elu(out.flatten(1)) if i < len(self.layers) - 1 else out.mean(1)
 
 
 class MLPEncoder(nn.Module):

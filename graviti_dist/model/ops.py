@@ -231,6 +231,27 @@ def headwise_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return _HeadwiseLinear.apply(x.contiguous(), weight)
 
 
+class _ELU(torch.autograd.Function):
+    """ELU as relu(x) + (exp(min(x, 0)) - 1): torch's CPU ELU kernel measured 1.4x slower here
+    than these passes together; the backward is torch's own, from the output."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        out = x.clamp(max=0).exp_().sub_(1).add_(x.clamp(min=0))
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (out,) = ctx.saved_tensors
+        return torch.ops.aten.elu_backward(grad, 1.0, 1.0, 1.0, True, out)
+
+
+def elu(x: torch.Tensor) -> torch.Tensor:
+    """``F.elu`` (alpha 1), faster on the CPU."""
+    return _ELU.apply(x) if x.device.type == "cpu" else torch.nn.functional.elu(x)
+
+
 def aggregate(attn: torch.Tensor, feat: torch.Tensor, block: Block) -> torch.Tensor:
     """Sum of ``attn[e, h] * feat[src(e), h]`` over the in-edges of each dst: (num_dst, heads, D).
 

@@ -2,12 +2,13 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from graviti_dist._dgl import dgl
 from graviti_dist.crawl.load import load_crawl
 from graviti_dist.graph import build_graph
 from graviti_dist.model import Block, EncoderConfig, GATLayer, NodeInputSpec, TypedFeatures, build_encoder
-from graviti_dist.model.ops import KERNELS_ENV, aggregate, aggregate_reference, aggregate_shared, edge_softmax, headwise_linear
+from graviti_dist.model.ops import KERNELS_ENV, aggregate, aggregate_reference, aggregate_shared, edge_softmax, elu, headwise_linear
 
 GATConv = dgl.nn.GATConv
 
@@ -93,6 +94,14 @@ def test_headwise_linear_equals_einsum_with_gradients():
     want = torch.autograd.grad(torch.einsum("nhi,hdi->nhd", x, weight), (x, weight), grad)
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w)
+
+
+def test_elu_equals_torch_elu_with_gradients():
+    x = torch.cat([torch.linspace(-30, 30, 601), torch.tensor([0.0, -1e-8, 1e-8])]).double().requires_grad_()
+    torch.testing.assert_close(elu(x), F.elu(x))
+    assert torch.autograd.gradcheck(elu, (x[x.abs() > 1e-3].detach().requires_grad_(),))
+    grad = torch.randn_like(x)
+    torch.testing.assert_close(torch.autograd.grad(elu(x), x, grad)[0], torch.autograd.grad(F.elu(x), x, grad)[0])
 
 
 def test_sparse_aggregation_equals_gather_reference_with_gradients():
