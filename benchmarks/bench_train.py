@@ -1,8 +1,9 @@
 """Trainer throughput: graviti's trainer against a plain DGL loop and PyG, same model, same sampled work.
 
 Systems, run in one process with rounds interleaved (drift on a shared machine hits all alike):
-  ours      graviti's worker loop: DGL sampling in a background thread (``prefetch``), the
-            plain-torch multi-task GAT (typed input projection, all node tasks' heads), Adam.
+  ours      graviti's worker loop: DGL sampling (in line on the CPU, in a background thread on
+            CUDA: ``to_model``), the plain-torch multi-task GAT (typed input projection, all node
+            tasks' heads), Adam.
   dgl       a plain DGL loop as DGL's examples write it: ``dgl.dataloading.DataLoader`` with a
             ``NeighborSampler`` that prefetches features and labels, ``dgl.nn.GATConv`` x2.
   pyg       the same DGL loader feeding ``torch_geometric.nn.GATConv`` (PyG's NeighborLoader needs
@@ -44,7 +45,7 @@ from graviti_dist.model import EncoderConfig
 from graviti_dist.model.heads import build_head
 from graviti_dist.model.inputs import InputProjection
 from graviti_dist.model.ops import kernels_for
-from graviti_dist.sampling import MinibatchStream, NodeMinibatches, WorkerPartition, load_worker_partition, on_device, prefetch, sampler_threads_for
+from graviti_dist.sampling import MinibatchStream, NodeMinibatches, WorkerPartition, load_worker_partition, on_device, to_model
 from graviti_dist.worker_loop import build_model, make_optimizer, task_specs, train_step
 
 assert IN_DIM == HIDDEN  # the baselines' first GATConv reads the (N, HIDDEN) projected features
@@ -92,7 +93,7 @@ class OursTrainer:
         """The real training loop for ``steps`` steps: (seeds, sampled edges)."""
         self.model.train()
         seeds = edges = 0
-        for batch in prefetch(on_device(self.stream.epoch(steps), self.device), sampler_threads=sampler_threads_for(self.device)):
+        for batch in to_model(self.stream.epoch(steps), self.device):
             train_step(self.model, batch, self.optimizer)
             seeds += batch.num_seeds
             edges += sum(b.num_edges for b in batch.blocks)

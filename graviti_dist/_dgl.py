@@ -91,12 +91,6 @@ def set_threads(num_threads: int | None = None) -> int:
     return num_threads
 
 
-def set_sampler_threads(num_threads: int) -> None:
-    """OpenMP threads of DGL's sampler in the *calling* thread only (an OpenMP thread count is a
-    per-thread setting; torch's own pool is separate and untouched)."""
-    dgl.utils.set_num_threads(max(1, int(num_threads)))
-
-
 def setup_worker() -> None:
     """Ray ``worker_process_setup_hook``: import DGL our way and set thread counts."""
     set_threads()

@@ -23,7 +23,7 @@ from typing import Iterable, Iterator, TypeVar
 
 import torch
 
-from graviti_dist._dgl import dgl, set_sampler_threads
+from graviti_dist._dgl import dgl
 from graviti_dist.model import Block, LinkPairs, MiniBatch, NodeInputSpec, TypedFeatures
 from graviti_dist.partition_check import HALO_FEATS, MANIFEST
 
@@ -395,27 +395,26 @@ def on_device(batches: Iterable[MiniBatch], device: torch.device | str) -> Itera
             yield batch.to(device)
 
 
-def sampler_threads_for(device: torch.device | str) -> int | None:
-    """DGL sampler threads for the background thread of :func:`prefetch`: one when the model runs
-    on the same CPU cores (a second OpenMP pool there only preempts torch's: measured ~5% more
-    seeds/s on 2 cores), else DGL's default."""
-    return 1 if torch.device(device).type == "cpu" else None
+def to_model(batches: Iterable[MiniBatch], device: torch.device | str) -> Iterator[MiniBatch]:
+    """``batches`` on ``device``, sampled ahead in a background thread only where that overlaps
+    with the model: on CUDA, whose kernels leave the host's cores idle. On the CPU the model's
+    OpenMP threads already hold every core the worker has; a sampling thread beside them only
+    preempts them (measured on 2 cores: 12.0k seeds/s with the thread, 14.8k in line)."""
+    moved = on_device(batches, device)
+    return prefetch(moved) if torch.device(device).type == "cuda" else moved
 
 
-def prefetch(items: Iterable[T], depth: int = 2, sampler_threads: int | None = None) -> Iterator[T]:
+def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
     """Yield ``items`` while a background thread prepares up to ``depth`` of the next ones.
 
     DGL's sampler and torch's indexing release the GIL, so sampling the next
-    batch overlaps with the model's step. ``sampler_threads`` sets DGL's OpenMP
-    threads in that thread only. An exception in the producer is raised here;
-    leaving the loop early stops the producer.
+    batch overlaps with the model's step. An exception in the producer is
+    raised here; leaving the loop early stops the producer.
     """
     buffer: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
     def produce():
-        if sampler_threads is not None:
-            set_sampler_threads(sampler_threads)
         try:
             for item in items:
                 if stop.is_set():

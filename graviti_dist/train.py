@@ -35,7 +35,7 @@ from graviti_dist.errors import GravitiError
 from graviti_dist.metrics import torch_distributed_gather
 from graviti_dist.plots import plot_run
 from graviti_dist.ray_cluster import ray_session
-from graviti_dist.sampling import MinibatchStream, NodeMinibatches, load_worker_partition, on_device, prefetch, sampler_threads_for
+from graviti_dist.sampling import MinibatchStream, NodeMinibatches, load_worker_partition, to_model
 from graviti_dist.worker_loop import build_model, evaluate, make_optimizer, train_step
 
 CHECKPOINT_FILE = "state.pt"
@@ -99,7 +99,7 @@ def train_loop_per_worker(config_dict: dict) -> None:
         started, seeds, sums = time.perf_counter(), 0, {}
         bar = tqdm(total=int(steps), desc=f"epoch {epoch}", unit="step", mininterval=2.0, file=sys.stderr,
                    disable=not (config.progress and rank == 0))
-        for batch in prefetch(on_device(stream.epoch(int(steps)), device), sampler_threads=sampler_threads_for(device)):
+        for batch in to_model(stream.epoch(int(steps)), device):
             bar.update()
             losses = train_step(model, batch, optimizer)
             seeds += batch.num_seeds

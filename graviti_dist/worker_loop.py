@@ -14,7 +14,7 @@ import torch
 
 from graviti_dist.metrics import Gather, TaskMetric, single_worker
 from graviti_dist.model import EncoderConfig, MiniBatch, MultiTaskModel, TaskSpec, build_balancer, build_encoder
-from graviti_dist.sampling import MinibatchStream, NodeMinibatches, WorkerPartition, on_device, prefetch, sampler_threads_for
+from graviti_dist.sampling import MinibatchStream, NodeMinibatches, WorkerPartition, to_model
 
 
 def task_specs(part: WorkerPartition) -> list[TaskSpec]:
@@ -61,7 +61,7 @@ def train_epoch(model: MultiTaskModel, batches: Iterable[MiniBatch], optimizer: 
     model.train()
     sums: dict[str, torch.Tensor] = {}
     count = 0
-    for batch in prefetch(on_device(batches, device), sampler_threads=sampler_threads_for(device)):
+    for batch in to_model(batches, device):
         losses = train_step(model, batch, optimizer)
         for name, loss in losses.items():  # summed on the device: no per-step wait for the GPU
             sums[name] = sums.get(name, 0.0) + loss.detach()

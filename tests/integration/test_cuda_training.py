@@ -2,7 +2,6 @@
 DGL, the plain-torch model on CUDA. Skipped where torch sees no GPU."""
 
 import pytest
-import torch
 
 from graviti_dist.crawl.synthetic import SyntheticSpec
 from graviti_dist.generate import generate_crawl

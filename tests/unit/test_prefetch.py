@@ -37,14 +37,12 @@ def test_leaving_early_stops_the_producer():
     assert len(produced) < 10  # bounded by the queue depth, not the whole stream
 
 
-def test_sampler_threads_apply_to_the_producer_thread_only():
-    from graviti_dist._dgl import dgl
+def test_cpu_batches_are_sampled_in_line_not_beside_the_model():
+    # On the CPU a sampling thread would compete with torch's threads for the same cores.
+    from graviti_dist.sampling import to_model
 
-    before = dgl.utils.get_num_threads()
+    class Batch:
+        def to(self, device, non_blocking=False):
+            return threading.current_thread().name
 
-    def items():
-        for _ in range(3):
-            yield dgl.utils.get_num_threads()  # read in the producer thread
-
-    assert list(prefetch(items(), sampler_threads=1)) == [1, 1, 1]
-    assert dgl.utils.get_num_threads() == before
+    assert list(to_model(iter([Batch(), Batch()]), "cpu")) == [threading.current_thread().name] * 2
