@@ -46,8 +46,14 @@ class Block:
         num_dst: int,
         etype: torch.Tensor | None = None,
         efeat: torch.Tensor | None = None,
+        transposed: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     ) -> "Block":
-        """Sort edges by destination and precompute both CSR layouts."""
+        """Sort edges by destination and precompute both CSR layouts.
+
+        ``transposed`` may hand over the source-major CSR (indptr, dst, edge position) of
+        these edges when the caller has it (DGL's sampled blocks carry one); it is used
+        only when the edges need no re-sort, i.e. when the positions still hold.
+        """
         if num_dst > num_src:
             raise ValueError(f"a block's dst nodes are its first src nodes: num_dst={num_dst} > num_src={num_src}")
         src, dst = src.long(), dst.long()
@@ -59,9 +65,13 @@ class Block:
             src, dst = src.index_select(0, order), dst.index_select(0, order)
             etype = None if etype is None else etype.index_select(0, order)
             efeat = None if efeat is None else efeat.index_select(0, order)
-        t_perm = torch.argsort(src, stable=True)
-        return cls(src, dst, _indptr(dst, num_dst), _indptr(src.index_select(0, t_perm), num_src),
-                   dst.index_select(0, t_perm), t_perm, int(num_src), int(num_dst), etype, efeat)
+            transposed = None
+        if transposed is None:
+            t_perm = torch.argsort(src, stable=True)
+            t_indptr, t_dst = _indptr(src.index_select(0, t_perm), num_src), dst.index_select(0, t_perm)
+        else:
+            t_indptr, t_dst, t_perm = (t.long() for t in transposed)
+        return cls(src, dst, _indptr(dst, num_dst), t_indptr, t_dst, t_perm, int(num_src), int(num_dst), etype, efeat)
 
     @property
     def num_edges(self) -> int:

@@ -27,6 +27,24 @@ def _ours(block) -> Block:
     return Block.from_edges(src, dst, block.num_src_nodes(), block.num_dst_nodes())
 
 
+def test_block_takes_dgls_transposed_csr_only_where_it_holds(sampled_blocks):
+    for dgl_block in sampled_blocks:
+        src, dst = dgl_block.edges()
+        sizes = dgl_block.num_src_nodes(), dgl_block.num_dst_nodes()
+        computed = Block.from_edges(src, dst, *sizes)
+        handed = Block.from_edges(src, dst, *sizes, transposed=dgl_block.adj_tensors("csr"))
+        assert torch.equal(handed.t_indptr, computed.t_indptr)
+        # the same edges per source row (the order inside a row is free)
+        for block in (handed, computed):
+            assert torch.equal(block.src.index_select(0, block.t_perm).diff().clamp(max=0), torch.zeros(block.num_edges - 1, dtype=torch.long))
+            assert torch.equal(block.dst.index_select(0, block.t_perm), block.t_dst)
+        # shuffled edges need a sort, after which the handed-over positions would be wrong: recomputed
+        order = torch.randperm(src.numel())
+        shuffled = Block.from_edges(src[order], dst[order], *sizes, transposed=dgl_block.adj_tensors("csr"))
+        assert torch.equal(shuffled.dst.index_select(0, shuffled.t_perm), shuffled.t_dst)
+        assert torch.equal(shuffled.t_indptr, computed.t_indptr)
+
+
 @pytest.mark.parametrize("aggregate_first", [True, False], ids=["aggregate-then-project", "project-then-aggregate"])
 @pytest.mark.parametrize("in_dim, residual, layer_index", [(64, True, 0), (48, True, 0), (64, False, 1)])
 def test_layer_matches_dgl_gatconv_forward_and_backward(sampled_blocks, in_dim, residual, layer_index, aggregate_first,
