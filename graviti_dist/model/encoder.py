@@ -128,7 +128,7 @@ class GATLayer(nn.Module):
             scores = scores + self.edge_attn(block.efeat)
         if not self.gatv2:
             scores = F.leaky_relu(scores, self.negative_slope)
-        attn = self.attn_drop(edge_softmax(scores, block.dst, block.num_dst))
+        attn = self.attn_drop(edge_softmax(scores, block.dst, block.num_dst, block.indptr))
         if not self.gatv2 and self._aggregate_first(block, h.shape[1]):
             # sum_e a_e W h_src = W (sum_e a_e h_src): project num_dst rows per head instead of all num_src rows.
             out = headwise_linear(aggregate_shared(attn, h, block), w)

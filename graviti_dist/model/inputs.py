@@ -60,6 +60,22 @@ class TypedFeatures:
         )
 
 
+class _Lookup(torch.autograd.Function):
+    """Rows of an embedding table whose gradient is an ``index_add`` over the codes: torch's
+    embedding backward sorts the codes first (1.3 vs 0.3 ms for 18k codes here)."""
+
+    @staticmethod
+    def forward(ctx, table: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(codes)
+        ctx.rows = table.shape[0]
+        return table.index_select(0, codes)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (codes,) = ctx.saved_tensors
+        return grad.new_zeros((ctx.rows, grad.shape[1])).index_add_(0, codes, grad), None
+
+
 class _TypeProjection(nn.Module):
     def __init__(self, spec: NodeInputSpec, hidden: int):
         super().__init__()
@@ -75,7 +91,7 @@ class _TypeProjection(nn.Module):
             return self.free.expand(count, -1)
         out = self.dense(dense) if self.dense is not None else 0.0
         for table, codes in zip(self.categorical, categorical):
-            out = out + table(codes)
+            out = out + _Lookup.apply(table.weight, codes)
         for bag, width, active in zip(self.multihot, self.widths, multihot):
             out = out + bag(torch.where(active < 0, torch.full_like(active, width), active))
         return out
@@ -95,7 +111,7 @@ class _RowsByType(torch.autograd.Function):
         ctx.positions = positions
         out = rows[0].new_empty((count, rows[0].shape[1]))
         for index, part in zip(positions, rows):
-            out.index_copy_(0, index, part)
+            out.index_put_((index,), part)  # measured faster than index_copy_ here
         return out
 
     @staticmethod

@@ -131,6 +131,16 @@ def test_sparse_aggregation_equals_gather_reference_with_gradients():
     torch.testing.assert_close(aggregate(scores, feat, block), aggregate_reference(scores, feat, block))
 
 
+def test_segment_softmax_equals_scatter_softmax_with_gradients():
+    torch.manual_seed(0)
+    block = Block.from_edges(torch.randint(0, 40, (300,)), torch.randint(0, 15, (300,)) * 2, 40, 30)
+    assert (block.indptr.diff() == 0).any()  # destinations without in-edges (the odd ones) are covered
+    scores = (torch.randn(300, 3, dtype=torch.float64) * 20).requires_grad_()
+    fast = edge_softmax(scores, block.dst, 30, block.indptr)
+    torch.testing.assert_close(fast, edge_softmax(scores, block.dst, 30))
+    assert torch.autograd.gradcheck(lambda s: edge_softmax(s, block.dst, 30, block.indptr), (scores,))
+
+
 def test_edge_softmax_sums_to_one_per_destination():
     dst = torch.tensor([0, 0, 0, 2, 2])
     attn = edge_softmax(torch.tensor([[1.0], [2.0], [3.0], [1000.0], [1000.0]]), dst, 3)
@@ -255,3 +265,15 @@ def test_kernels_fall_back_where_a_backend_lacks_sparse_ops(monkeypatch):
     for (f, x), want in zip(((aggregate, feat), (aggregate_shared, shared)), expected):
         got = torch.autograd.grad(f(scores, x, block).pow(2).sum(), (scores, x))
         torch.testing.assert_close(got, want)
+
+
+def test_categorical_lookup_equals_torch_embedding_with_gradients():
+    from graviti_dist.model.inputs import _Lookup
+
+    torch.manual_seed(0)
+    table = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    codes = torch.randint(0, 6, (50,))
+    torch.testing.assert_close(_Lookup.apply(table, codes), F.embedding(codes, table))
+    grad = torch.randn(50, 4, dtype=torch.float64)
+    got = torch.autograd.grad(_Lookup.apply(table, codes), table, grad)[0]
+    torch.testing.assert_close(got, torch.autograd.grad(F.embedding(codes, table), table, grad)[0])
