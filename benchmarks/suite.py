@@ -236,7 +236,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=10, help="training steps per round")
     p.add_argument("--batch", type=int, default=bt.BATCH)
     p.add_argument("--threads", type=int, help="total threads (default: the CPUs this process may use)")
-    p.add_argument("--sampler-workers", type=int, help="sampling processes for ours (default 0: the trainer's sampling thread)")
+    p.add_argument("--sampler-workers", type=int, help="sampling processes for ours (default 0: in the training process)")
     p.add_argument("--quick", action="store_true", help="tiny graph, 1 round of 2 steps: checks the pipeline in under a minute")
     p.add_argument("--suite", action="store_true", help="also run the generation, partition and encoder benchmarks")
     p.add_argument("--out", type=Path, default=RESULTS, help="where JSON, table and plots go (default benchmarks/results)")

@@ -68,7 +68,7 @@ class TrainConfig(_Strict):
     num_workers: int = Field(2, ge=1)
     device: Literal["cpu", "cuda"] = "cpu"
     threads_per_worker: int | None = Field(None, ge=1, description="default: the machine's cores / workers")
-    sampler_workers: int | None = Field(None, ge=0, description="sampling processes per worker (default 0: a sampling thread)")
+    sampler_workers: int | None = Field(None, ge=0, description="sampling processes per worker (default 0: in the worker process)")
     eval_every: int = Field(1, ge=1)
     early_stopping: EarlyStopping | None = None
     seed: int = 0

@@ -327,7 +327,7 @@ class MinibatchStream:
     Sampling processes take DGL sampling and feature gathering off the training process, whose
     Python thread is then free to launch GPU kernels. Measured on an H100 machine they cost more
     than they save at fanout 10,10 (each minibatch's ~30 tensors cross shared memory), so the
-    default is the in-process sampling thread of :func:`prefetch`.
+    default samples in the training process (:func:`to_model`).
     """
 
     def __init__(self, batches: list[NodeMinibatches], workers: int = 0, pin_memory: bool = False):

@@ -70,6 +70,7 @@ def train_loop_per_worker(config_dict: dict) -> None:
             for k, p in zip(owned, parts)]
     # Sampling processes are opt-in: on an H100 4 of them gave 42.8k seeds/s against 57.9k for the
     # in-process sampling thread (benchmarks/README.md): a minibatch's ~30 tensors cost more to ship.
+    # With none, sampling runs in this process: ahead in a thread on CUDA, in line on the CPU (to_model).
     stream = MinibatchStream(train, workers=config.sampler_workers or 0, pin_memory=device.type == "cuda")
     model = build_model(parts[0], encoder_config(config), config.balancing, tasks, config.task_weights).to(device)
     core = model
