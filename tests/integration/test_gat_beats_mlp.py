@@ -74,3 +74,16 @@ def test_sampling_processes_give_the_planned_batches(one_partition):
     # The plan (seeds, link pairs, negatives) is drawn in this process: 2 sampling processes
     # must deliver the same steps, in order, as sampling in-process.
     assert seed_sets(2) == seed_sets(0)
+
+
+def test_dense_features_are_standardised_once_per_partition(one_partition):
+    post = one_partition.ntypes.index("post")
+    dense = one_partition.dense[post]
+    assert dense.shape == (one_partition.tables[post]["label_is_rumor"].shape[0], one_partition.inputs[post].dense_width)
+    assert not any(k in one_partition.tables[post] for k in one_partition.feature_keys[post]["dense"])  # no second copy
+    torch.testing.assert_close(dense.mean(0), torch.zeros(dense.shape[1]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(dense.std(0), torch.ones(dense.shape[1]), atol=1e-3, rtol=0)
+    nodes = torch.arange(0, one_partition.graph.num_nodes(), 7)
+    features = NodeMinibatches(one_partition, [5, 5], 256).features(nodes)
+    rows = one_partition.row[nodes[features.positions[post]]]
+    assert torch.equal(features.dense[post], dense[rows])
