@@ -232,7 +232,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--graph", default="synthetic-1m", help="synthetic-1m, synthetic-10m, twitch, or a crawl folder")
     p.add_argument("--workers", default="1,2", help="worker counts to compare (CPU), e.g. 1,2")
-    p.add_argument("--repeat", type=int, default=5, help="measured rounds per system (after one warm-up round)")
+    p.add_argument("--repeat", type=int, default=9, help="measured rounds per system (after one warm-up round)")
     p.add_argument("--steps", type=int, default=10, help="training steps per round")
     p.add_argument("--batch", type=int, default=bt.BATCH)
     p.add_argument("--threads", type=int, help="total threads (default: the CPUs this process may use)")
