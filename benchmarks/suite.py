@@ -137,10 +137,16 @@ def markdown(payload: dict) -> str:
             f"fanout 10,10, batch {payload['model']['batch']}; {payload.get('sampler_workers', 0)} sampling processes for ours; median of {payload['rounds']['repeat']} rounds of "
             f"{payload['rounds']['steps']} steps.", "",
             "| system | seeds/s | spread | sampled edges/s | peak RSS | ours is |", "|---|---|---|---|---|---|"]
+    paired = any("ours_speedup_spread" in e for e in payload["systems"].values())
     for name, e in payload["systems"].items():
         gpu = f" (GPU {e['gpu_peak_gb']:.2f} GB)" if "gpu_peak_gb" in e else ""
+        ratio_range = e.get("ours_speedup_spread")
+        ratio = f"{e['ours_speedup']:.2f}x" + (f" ({ratio_range[0]:.2f}-{ratio_range[1]:.2f})" if ratio_range and name != "ours" else "")
         rows.append(f"| {name} | {e['seeds_per_s']:,.0f} | {e['spread'][0]:,.0f}-{e['spread'][1]:,.0f} | "
-                    f"{e['edges_per_s'] / 1e6:.2f} M | {e['peak_rss_gb']:.2f} GB{gpu} | {e['ours_speedup']:.2f}x |")
+                    f"{e['edges_per_s'] / 1e6:.2f} M | {e['peak_rss_gb']:.2f} GB{gpu} | {ratio} |")
+    if paired:
+        rows += ["", "ours is: the median, over rounds, of ours' seeds/s over the system's in the same round (range "
+                     "in brackets); the two ran back to back, so the ratio cancels the machine's drift between rounds."]
     rows += ["", "| workers | phase ms/step: " + " | ".join(bt.PHASES) + " | seeds/s | vs 1 worker |",
              "|---|" + "---|" * (len(bt.PHASES) + 2)]
     for w, e in payload["scaling"].items():
