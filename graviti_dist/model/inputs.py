@@ -91,7 +91,8 @@ class _TypeProjection(nn.Module):
             return self.free.expand(count, -1)
         out = self.dense(dense) if self.dense is not None else 0.0
         for table, codes in zip(self.categorical, categorical):
-            out = out + _Lookup.apply(table.weight, codes)
+            # CUDA keeps torch's embedding: its backward is deterministic, index_add's atomics are not
+            out = out + (_Lookup.apply(table.weight, codes) if codes.device.type == "cpu" else table(codes))
         for bag, width, active in zip(self.multihot, self.widths, multihot):
             out = out + bag(torch.where(active < 0, torch.full_like(active, width), active))
         return out
