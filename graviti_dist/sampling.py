@@ -388,8 +388,8 @@ def _sampler_worker_init(worker_id: int) -> None:
 def on_device(batches: Iterable[MiniBatch], device: torch.device | str) -> Iterator[MiniBatch]:
     """``batches`` moved to ``device``; for CUDA through pinned memory with an asynchronous copy.
 
-    Meant to run inside :func:`prefetch`'s thread, so the host-to-device copy leaves the
-    training step's critical path.
+    On CUDA :func:`to_model` runs it inside :func:`prefetch`'s thread, so the host-to-device
+    copy leaves the training step's critical path; on the CPU the move is a no-op.
     """
     device = torch.device(device)
     for batch in batches:
