@@ -19,6 +19,7 @@ from graviti_dist.crawl.parquet import Shards, check_columns, open_shards, read_
 from graviti_dist.crawl.schema import CrawlSchema, Relation, load_schema
 from graviti_dist.crawl.tables import Crawl, EdgeTable, LoadReport, NodeTable, TaskLabels
 from graviti_dist.errors import GravitiError, examples
+from graviti_dist.memory import release_free_memory
 
 Dedupe = Literal["error", "first"]
 
@@ -51,6 +52,8 @@ def load_crawl(crawl_dir: str | Path, *, dedupe: Dedupe = "error", drop_dangling
         nodes[node_type], node_labels = load_node_table(root, schema, node_type, dedupe, report)
         labels.update(node_labels)
     edges = {name: load_edge_table(root, schema, name, nodes, drop_dangling, report) for name in schema.relations}
+    # Decoding leaves ~0.15 GB per 1M edges freed in pyarrow's pool, which torch and DGL never reuse.
+    release_free_memory()
     return Crawl(schema, nodes, edges, labels, report)
 
 
