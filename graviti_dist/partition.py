@@ -30,6 +30,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import psutil
@@ -302,12 +303,16 @@ def partition_crawl(crawl_dir: str | Path, out: str | Path, spec: PartitionSpec,
         tmp.mkdir(parents=True)
         try:
             with stages("write"):
-                stats = _write_parts(tmp, parts, graph, sim_g, crawl, spec)
+                # The parts are written in the background while this thread writes the set's own files.
+                written = _start_writers(tmp, parts, graph, sim_g, crawl, spec)
                 del parts
-                metadata = _part_config(graph, sim_g, node_parts, orig_nids, orig_eids, spec)
-                (tmp / f"{GRAPH_NAME}.json").write_text(json.dumps(metadata, indent=2))
-                _write_id_maps(tmp, crawl, graph, sim_g, node_parts, orig_nids, metadata)
-                _write_link_splits(tmp, crawl, link_splits)
+                try:
+                    metadata = _part_config(graph, sim_g, node_parts, orig_nids, orig_eids, spec)
+                    (tmp / f"{GRAPH_NAME}.json").write_text(json.dumps(metadata, indent=2))
+                    _write_id_maps(tmp, crawl, graph, sim_g, node_parts, orig_nids, metadata)
+                    _write_link_splits(tmp, crawl, link_splits)
+                finally:
+                    stats = written()  # even when this thread failed: the cleanup below must not race the writers
             report = _report(crawl, graph, sim_g, node_parts, stats, stages, spec)
             manifest = _manifest(crawl, graph, spec, stats, node_splits)
             manifest["crawl"] = str(crawl_dir)
@@ -331,7 +336,9 @@ def _executor_session(spec: PartitionSpec, address: str | None):
         yield
 
 
-def _write_parts(tmp: Path, parts: dict, graph, sim_g, crawl: Crawl, spec: PartitionSpec) -> list[dict]:
+def _start_writers(tmp: Path, parts: dict, graph, sim_g, crawl: Crawl, spec: PartitionSpec) -> Callable[[], list[dict]]:
+    """Start writing every part (writer threads, or Ray actors); the returned function waits for
+    them and gives each part's stats in part order. ``parts`` is emptied as parts are handed over."""
     node_tasks: dict[str, list[str]] = {}
     for task in crawl.schema.tasks:
         if task.type != "link":
@@ -351,16 +358,24 @@ def _write_parts(tmp: Path, parts: dict, graph, sim_g, crawl: Crawl, spec: Parti
         # torch, numpy and DGL's file writer release the GIL for the heavy parts.
         workers = spec.num_actors or max(1, min(spec.num_parts, os.cpu_count() or 1))
         writer = _PartitionWriter()
-        with ThreadPoolExecutor(workers) as pool:
-            # pop: a written part's graph is freed while the others are still being written
-            return list(pool.map(lambda i: writer.write(i, parts.pop(i), str(tmp), ctx), range(spec.num_parts)))
+        pool = ThreadPoolExecutor(workers)
+        # pop inside the task: a written part's graph is freed while the others are still being written
+        futures = [pool.submit(lambda i=i: writer.write(i, parts.pop(i), str(tmp), ctx)) for i in range(spec.num_parts)]
+
+        def wait() -> list[dict]:
+            try:
+                return [f.result() for f in futures]
+            finally:
+                pool.shutdown(cancel_futures=True)
+
+        return wait
     import ray
 
     ctx = ray.put(ctx)
     workers = spec.num_actors or max(1, min(spec.num_parts, int(ray.available_resources().get("CPU", 1))))
     actors = [ray.remote(_PartitionWriter).remote() for _ in range(min(workers, spec.num_parts))]
-    refs = [actors[i % len(actors)].write.remote(i, parts[i], str(tmp), ctx) for i in range(spec.num_parts)]
-    return sorted(_get(refs), key=lambda s: s["part"])
+    refs = [actors[i % len(actors)].write.remote(i, parts.pop(i), str(tmp), ctx) for i in range(spec.num_parts)]
+    return lambda: sorted(_get(refs), key=lambda s: s["part"])
 
 
 def _part_config(graph, sim_g, node_parts, orig_nids, orig_eids, spec: PartitionSpec) -> dict:
