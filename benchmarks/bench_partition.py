@@ -12,7 +12,7 @@ Ours runs with Ray actors (``--executor ray``, the default) and in one process
 (``--metis-mode k-way``), the setting DGL's partitioner uses.
 Runs of a few seconds move by 10% on a shared machine, as much as the two partitioners
 differ at 1M edges: below ``--large`` edges, ours (local) and DGL run ``--repeat`` times
-each, interleaved and alternating which goes first, and the median run of each is
+each, interleaved and rotating which goes first, and the median run of each is
 reported with the median of the per-round time ratios and their range. The Ray run and
 runs on larger crawls (a minute each, where noise is a few percent) run once.
 Usage: python -m benchmarks.bench_partition [--sizes 1e6,1e7] [--parts 2,4] [--repeat 3] [--large 5e6] [--workdir DIR]
