@@ -44,7 +44,7 @@ def encoder_table(result: dict) -> str:
 def partition_table(result: dict) -> str:
     rows = ["| edges | parts | graviti (Ray) | graviti (local) | graviti (local, k-way) | DGL partition_graph "
             "| DGL / ours: Ray, local, local k-way | local stages (read, split, assign, halo, write) "
-            "| peak GB Ray (driver + writers) | peak GB local | peak GB DGL | edge cut (ours, DGL) | node balance (ours, DGL) |",
+            "| peak GB Ray (all processes, PSS) | peak GB local | peak GB DGL | edge cut (ours, DGL) | node balance (ours, DGL) |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def ratio(run: dict | None, fallback: float | None = None) -> str:
@@ -67,7 +67,7 @@ def partition_table(result: dict) -> str:
         kway_s = f"{kway['seconds']:.1f} s" if kway else "-"
         rows.append(f"| {r['target_edges']:,} | {r['parts']} | {o['seconds']:.1f} s | {loc['seconds']:.1f} s | {kway_s} "
                     f"| {d['seconds']:.1f} s | {r['speedup']:.2f}x, {ratio(loc, r.get('speedup_local', r['speedup']))}, "
-                    f"{ratio(kway)} | {stages} s | {o['driver_peak_gb']:.2f} + {o['writers_peak_gb']:.2f} "
+                    f"{ratio(kway)} | {stages} s | {o['peak_gb']:.2f} "
                     f"| {loc.get('peak_gb', loc['driver_peak_gb']):.2f} | {d.get('peak_gb', d['driver_peak_gb']):.2f} "
                     f"| {o['edge_cut']:.1%}, {dgl_cut} | {o['node_balance']:.3f}, {dgl_balance} |")
     note = ""

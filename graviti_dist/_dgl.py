@@ -12,59 +12,26 @@ matches their torch gets native DGL untouched.
 Every other module does ``from graviti_dist._dgl import dgl``; what we take from DGL's
 internals (METIS with our own balance weights) lives here too. Ray worker
 processes unpickle DGL objects before any of our code runs, so every place
-that starts Ray passes :func:`graviti_dist.runtime_env.ray_runtime_env`
-(which names :func:`setup_worker` as ``worker_process_setup_hook``).
+that starts Ray passes :func:`graviti_dist.runtime_env.ray_runtime_env`, whose
+``worker_process_setup_hook`` (:func:`graviti_dist.worker_setup.setup_worker`)
+registers the stand-in when the worker first imports DGL, not before: workers
+that never touch DGL never pay for importing it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
-import logging
-import os
 import sys
-import types
 
 import torch
 
-from graviti_dist.runtime_env import THREADS_ENV
-
-log = logging.getLogger(__name__)
-
-
-
-def _graphbolt_library_present() -> bool:
-    spec = importlib.util.find_spec("dgl")
-    if spec is None or not spec.submodule_search_locations:
-        return False
-    version = torch.__version__.split("+", maxsplit=1)[0]
-    suffix = "dylib" if sys.platform == "darwin" else "so"
-    for root in spec.submodule_search_locations:
-        if os.path.exists(os.path.join(root, "graphbolt", f"libgraphbolt_pytorch_{version}.{suffix}")):
-            return True
-    return False
-
-
-def _register_graphbolt_stand_in() -> None:
-    if "dgl.graphbolt" in sys.modules:
-        return
-    stand_in = types.ModuleType("dgl.graphbolt")
-    stand_in.__doc__ = "graviti-dist stand-in: GraphBolt's C++ library is not built for this torch."
-
-    class FusedCSCSamplingGraph:  # dgl.distributed only uses it in isinstance checks
-        pass
-
-    stand_in.FusedCSCSamplingGraph = FusedCSCSamplingGraph
-    sys.modules["dgl.graphbolt"] = stand_in
-    log.debug("GraphBolt library missing for torch %s: registered a stand-in dgl.graphbolt", torch.__version__)
+from graviti_dist.worker_setup import apply_thread_count, prepare_dgl_import
 
 
 def _import_dgl():
-    if "dgl" not in sys.modules and not _graphbolt_library_present():
-        _register_graphbolt_stand_in()
-    # DGL reads DGLBACKEND at import; we only support its PyTorch backend.
-    os.environ.setdefault("DGLBACKEND", "pytorch")
+    if "dgl" not in sys.modules:
+        prepare_dgl_import()
     import dgl as _dgl
 
     return _dgl
@@ -80,20 +47,8 @@ def set_threads(num_threads: int | None = None) -> int:
     torch's CPU kernels; we set the count on purpose instead. With no argument
     it reads ``GRAVITI_NUM_THREADS`` and leaves the default when unset.
     """
-    if num_threads is None:
-        value = os.environ.get(THREADS_ENV)
-        if not value:
-            return torch.get_num_threads()
-        num_threads = int(value)
-    num_threads = max(1, int(num_threads))
-    os.environ["OMP_NUM_THREADS"] = str(num_threads)
-    torch.set_num_threads(num_threads)
-    return num_threads
-
-
-def setup_worker() -> None:
-    """Ray ``worker_process_setup_hook``: import DGL our way and set thread counts."""
-    set_threads()
+    apply_thread_count(num_threads)
+    return torch.get_num_threads()
 
 
 def metis_assignment(graph, num_parts: int, weights: torch.Tensor, mode: str = "recursive") -> torch.Tensor:

@@ -269,7 +269,7 @@ def run_inference(run_path: str | Path, part_dir: str | Path, out: str | Path, *
 def _infer_with_ray(part_dir: Path, run: TrainedRun, tmp: Path, num_parts: int, address, num_actors, threads, device) -> list[dict]:
     import ray
 
-    from graviti_dist.partition import _get
+    from graviti_dist.partition_read import ray_get as _get
     from graviti_dist.ray_cluster import ray_session
 
     with ray_session(address, num_threads=threads):

@@ -38,13 +38,14 @@ import pyarrow as pa
 import torch
 
 from graviti_dist._dgl import dgl, metis_assignment
-from graviti_dist.crawl.load import Dedupe, load_crawl, load_edge_table, load_node_table
-from graviti_dist.crawl.tables import Crawl, LoadReport
+from graviti_dist.crawl.load import Dedupe, load_crawl
+from graviti_dist.crawl.tables import Crawl
 from graviti_dist.crawl.schema import load_schema
 from graviti_dist.crawl.write import check_output, publish, staging_dir
 from graviti_dist.errors import GravitiError
 from graviti_dist.graph import build_graph
 from graviti_dist.memory import release_free_memory
+from graviti_dist.partition_read import ray_get, read_crawl_parallel
 from graviti_dist.partition_check import HALO_FEATS, MANIFEST, message_passing_crawl
 from graviti_dist.splits import SPLIT_NAMES, TRAIN, assign_splits, check_fractions
 
@@ -97,58 +98,10 @@ class _Stages:
         log.info("partition: %-6s done in %.1fs (driver peak RSS %.2f GB)", name, self.seconds[name], _peak_rss_gb())
 
 
-def _get(refs):
-    """ray.get that re-raises a task's GravitiError as itself (a clear message, not a remote traceback)."""
-    import ray
-
-    try:
-        return ray.get(refs)
-    except ray.exceptions.RayTaskError as exc:
-        if isinstance(exc.cause, GravitiError):
-            raise GravitiError(str(exc.cause)) from None
-        raise
-
-
 def _peak_rss_gb() -> float:
     import resource
 
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)
-
-
-# --- read: node types, then relations, as parallel Ray tasks -----------------
-
-def _read_nodes(root: str, node_type: str, dedupe: str):
-    report = LoadReport()
-    table, labels = load_node_table(Path(root), load_schema(root), node_type, dedupe, report)
-    return table, labels, report
-
-
-def _read_edges(root: str, relation: str, nodes: dict, drop_dangling: bool):
-    report = LoadReport()
-    return load_edge_table(Path(root), load_schema(root), relation, nodes, drop_dangling, report), report
-
-
-def read_crawl_parallel(crawl_dir: Path, dedupe: Dedupe = "error", drop_dangling: bool = False) -> Crawl:
-    """:func:`load_crawl`, with node types and then relations read as parallel Ray tasks."""
-    import ray
-
-    schema = load_schema(crawl_dir)
-    report = LoadReport()
-    read_nodes, read_edges = ray.remote(_read_nodes), ray.remote(_read_edges)
-    node_refs = {t: read_nodes.remote(str(crawl_dir), t, dedupe) for t in schema.node_types}
-    nodes, labels = {}, {}
-    for node_type, ref in node_refs.items():
-        nodes[node_type], node_labels, part_report = _get(ref)
-        labels.update(node_labels)
-        report.dropped_duplicate_nodes.update(part_report.dropped_duplicate_nodes)
-    nodes_ref = ray.put(nodes)
-    edge_refs = {r: read_edges.remote(str(crawl_dir), r, nodes_ref, drop_dangling) for r in schema.relations}
-    edges = {}
-    for relation, ref in edge_refs.items():
-        edges[relation], part_report = _get(ref)
-        for name in ("dropped_dangling_edges", "dropped_self_loops", "dropped_duplicate_edges"):
-            getattr(report, name).update(getattr(part_report, name))
-    return Crawl(schema, nodes, edges, labels, report)
 
 
 # --- split ---------------------------------------------------------------------
@@ -268,6 +221,8 @@ def partition_crawl(crawl_dir: str | Path, out: str | Path, spec: PartitionSpec,
         raise GravitiError("--executor local runs in this process: it takes no --address")
     stages = _Stages()
     with _executor_session(spec, address):
+        # Started first, so that their imports (torch, DGL: seconds of CPU each) overlap the stages before the write.
+        actors = _writer_actors(spec) if spec.executor == "ray" else None
         with stages("read"):
             if spec.executor == "local":
                 crawl = load_crawl(crawl_dir, dedupe=dedupe, drop_dangling=drop_dangling)
@@ -304,7 +259,7 @@ def partition_crawl(crawl_dir: str | Path, out: str | Path, spec: PartitionSpec,
         try:
             with stages("write"):
                 # The parts are written in the background while this thread writes the set's own files.
-                written = _start_writers(tmp, parts, graph, sim_g, crawl, spec)
+                written = _start_writers(tmp, parts, graph, sim_g, crawl, spec, actors)
                 del parts
                 try:
                     metadata = _part_config(graph, sim_g, node_parts, orig_nids, orig_eids, spec)
@@ -336,9 +291,17 @@ def _executor_session(spec: PartitionSpec, address: str | None):
         yield
 
 
-def _start_writers(tmp: Path, parts: dict, graph, sim_g, crawl: Crawl, spec: PartitionSpec) -> Callable[[], list[dict]]:
-    """Start writing every part (writer threads, or Ray actors); the returned function waits for
-    them and gives each part's stats in part order. ``parts`` is emptied as parts are handed over."""
+def _writer_actors(spec: PartitionSpec) -> list:
+    """One Ray writer actor per group of partitions: ``--num-actors``, else one per part up to the CPUs."""
+    import ray
+
+    workers = spec.num_actors or max(1, min(spec.num_parts, int(ray.available_resources().get("CPU", 1))))
+    return [ray.remote(_PartitionWriter).remote() for _ in range(min(workers, spec.num_parts))]
+
+
+def _start_writers(tmp: Path, parts: dict, graph, sim_g, crawl: Crawl, spec: PartitionSpec, actors: list | None) -> Callable[[], list[dict]]:
+    """Start writing every part (writer threads, or the given Ray actors); the returned function waits
+    for them and gives each part's stats in part order. ``parts`` is emptied as parts are handed over."""
     node_tasks: dict[str, list[str]] = {}
     for task in crawl.schema.tasks:
         if task.type != "link":
@@ -372,10 +335,8 @@ def _start_writers(tmp: Path, parts: dict, graph, sim_g, crawl: Crawl, spec: Par
     import ray
 
     ctx = ray.put(ctx)
-    workers = spec.num_actors or max(1, min(spec.num_parts, int(ray.available_resources().get("CPU", 1))))
-    actors = [ray.remote(_PartitionWriter).remote() for _ in range(min(workers, spec.num_parts))]
     refs = [actors[i % len(actors)].write.remote(i, parts.pop(i), str(tmp), ctx) for i in range(spec.num_parts)]
-    return lambda: sorted(_get(refs), key=lambda s: s["part"])
+    return lambda: sorted(ray_get(refs), key=lambda s: s["part"])
 
 
 def _part_config(graph, sim_g, node_parts, orig_nids, orig_eids, spec: PartitionSpec) -> dict:
