@@ -10,11 +10,13 @@ account. Node data keys: ``feat_<feature>``, ``label_<task>``,
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
 from graviti_dist._dgl import dgl
-from graviti_dist.crawl.tables import Crawl
+from graviti_dist.crawl.tables import Crawl, NodeTable, TaskLabels
 
 REVERSE_PREFIX = "rev_"
 
@@ -33,13 +35,23 @@ def canonical_etypes(crawl: Crawl) -> list[tuple[str, str, str]]:
     return out
 
 
-def _tensor(array: np.ndarray) -> torch.Tensor:
-    """Zero-copy where possible; arrays from Ray's shared memory are read-only and get copied."""
+def _tensor(array: np.ndarray, share_read_only: bool = False) -> torch.Tensor:
+    """Zero-copy where possible. Arrays from Ray's shared memory are read-only: copied, unless
+    ``share_read_only`` (the caller promises never to write the tensor in place)."""
+    if share_read_only and not array.flags.writeable and array.flags.c_contiguous:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            return torch.from_numpy(array)
     return torch.from_numpy(np.require(array, requirements=["C", "W"]))
 
 
-def build_graph(crawl: Crawl) -> "dgl.DGLGraph":
-    """A typed DGL graph with features, labels and label masks as node data."""
+def build_graph(crawl: Crawl, *, share_read_only: bool = False) -> "dgl.DGLGraph":
+    """A typed DGL graph with features, labels and label masks as node data.
+
+    ``share_read_only``: node features backed by read-only memory (Ray's object store, where
+    parallel reads leave them) are used in place instead of copied, for callers that only
+    read them: the partitioner's driver holds a 10M-edge crawl's features once, not twice.
+    """
     data: dict[tuple[str, str, str], tuple[torch.Tensor, torch.Tensor]] = {}
     edata: dict[tuple[str, str, str], dict[str, torch.Tensor]] = {}
     for name, rel in crawl.schema.relations.items():
@@ -60,15 +72,21 @@ def build_graph(crawl: Crawl) -> "dgl.DGLGraph":
         for key, value in attrs.items():
             graph.edges[etype].data[key] = value
     for node_type, table in crawl.nodes.items():
-        for fname, feature in table.features.items():
-            graph.nodes[node_type].data[f"feat_{fname}"] = _tensor(feature.values)
-    for task in crawl.schema.tasks:
-        if task.type == "link":
-            continue
-        labels = crawl.labels[task.name]
-        graph.nodes[task.node_type].data[f"label_{task.name}"] = _tensor(labels.values)
-        graph.nodes[task.node_type].data[f"mask_{task.name}"] = _tensor(labels.mask)
+        labels = {task.name: crawl.labels[task.name] for task in crawl.schema.tasks
+                  if task.type != "link" and task.node_type == node_type}
+        for key, values in node_arrays(table, labels).items():
+            graph.nodes[node_type].data[key] = _tensor(values, share_read_only and key.startswith("feat_"))
     return graph
+
+
+def node_arrays(table: NodeTable, labels: dict[str, TaskLabels]) -> dict[str, np.ndarray]:
+    """One node type's node data by graph key: ``feat_<feature>``, then ``label_<task>`` and
+    ``mask_<task>`` for the node tasks in ``labels``."""
+    out = {f"feat_{name}": feature.values for name, feature in table.features.items()}
+    for task, task_labels in labels.items():
+        out[f"label_{task}"] = task_labels.values
+        out[f"mask_{task}"] = task_labels.mask
+    return out
 
 
 def to_homogeneous(graph: "dgl.DGLGraph") -> "dgl.DGLGraph":

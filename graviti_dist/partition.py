@@ -43,7 +43,7 @@ from graviti_dist.crawl.tables import Crawl
 from graviti_dist.crawl.schema import load_schema
 from graviti_dist.crawl.write import check_output, publish, staging_dir
 from graviti_dist.errors import GravitiError
-from graviti_dist.graph import build_graph
+from graviti_dist.graph import build_graph, node_arrays
 from graviti_dist.memory import release_free_memory
 from graviti_dist.partition_read import ray_get, read_crawl_parallel
 from graviti_dist.partition_check import HALO_FEATS, MANIFEST, message_passing_crawl
@@ -138,6 +138,21 @@ def _assign(sim_g, train_count: np.ndarray, spec: PartitionSpec) -> torch.Tensor
 
 # --- write -----------------------------------------------------------------------
 
+# Node data keys that come straight from the read (see graph.node_arrays); the rest (split masks) the driver makes.
+_FROM_READ = ("feat_", "label_", "mask_")
+
+
+def _with_read_node_data(node_data: dict, node_refs: dict) -> dict:
+    """``node_data`` (per node type: the driver's split masks) plus features and labels from the read's objects."""
+    import ray
+
+    out = {}
+    for node_type, extra in node_data.items():
+        table, labels, _ = ray.get(node_refs[node_type])
+        out[node_type] = {**node_arrays(table, labels), **extra}
+    return out
+
+
 class _PartitionWriter:
     """Builds the files of the partitions it is given (DGL format + halo features)."""
 
@@ -147,6 +162,8 @@ class _PartitionWriter:
         self._graph_lock = threading.Lock()
 
     def write(self, part_id: int, part, out_dir: str, ctx: dict) -> dict:
+        if ctx["node_refs"] is not None:
+            ctx = {**ctx, "node_data": _with_read_node_data(ctx["node_data"], ctx["node_refs"])}
         save_tensors = dgl.data.utils.save_tensors
         # DGL's own pre-save step (field dtypes, CSC sorted by edge type) keeps load_partition's checks happy.
         _save_graphs = dgl.distributed.partition._save_graphs
@@ -224,10 +241,11 @@ def partition_crawl(crawl_dir: str | Path, out: str | Path, spec: PartitionSpec,
         # Started first, so that their imports (torch, DGL: seconds of CPU each) overlap the stages before the write.
         actors = _writer_actors(spec) if spec.executor == "ray" else None
         with stages("read"):
+            node_refs = None
             if spec.executor == "local":
                 crawl = load_crawl(crawl_dir, dedupe=dedupe, drop_dangling=drop_dangling)
             else:
-                crawl = read_crawl_parallel(crawl_dir, dedupe, drop_dangling)
+                crawl, node_refs = read_crawl_parallel(crawl_dir, dedupe, drop_dangling)
         num_nodes = sum(len(t) for t in crawl.nodes.values())
         if num_nodes == 0:
             raise GravitiError(f"{crawl_dir}: the crawl has no nodes; nothing to partition")
@@ -235,7 +253,8 @@ def partition_crawl(crawl_dir: str | Path, out: str | Path, spec: PartitionSpec,
             raise GravitiError(f"--num-parts {spec.num_parts} is more than the crawl's {num_nodes} nodes")
         with stages("split"):
             node_splits, link_splits = _make_splits(crawl, spec)
-            graph = build_graph(message_passing_crawl(crawl, link_splits))
+            # Nothing here writes node features in place: Ray-read ones stay in the object store, uncopied.
+            graph = build_graph(message_passing_crawl(crawl, link_splits), share_read_only=True)
             train_count = {t: np.zeros(len(crawl.nodes[t]), np.int64) for t in crawl.nodes}
             for task in crawl.schema.tasks:
                 if task.type != "link":
@@ -259,7 +278,7 @@ def partition_crawl(crawl_dir: str | Path, out: str | Path, spec: PartitionSpec,
         try:
             with stages("write"):
                 # The parts are written in the background while this thread writes the set's own files.
-                written = _start_writers(tmp, parts, graph, sim_g, crawl, spec, actors)
+                written = _start_writers(tmp, parts, graph, sim_g, crawl, spec, actors, node_refs)
                 del parts
                 try:
                     metadata = _part_config(graph, sim_g, node_parts, orig_nids, orig_eids, spec)
@@ -299,9 +318,13 @@ def _writer_actors(spec: PartitionSpec) -> list:
     return [ray.remote(_PartitionWriter).remote() for _ in range(min(workers, spec.num_parts))]
 
 
-def _start_writers(tmp: Path, parts: dict, graph, sim_g, crawl: Crawl, spec: PartitionSpec, actors: list | None) -> Callable[[], list[dict]]:
+def _start_writers(tmp: Path, parts: dict, graph, sim_g, crawl: Crawl, spec: PartitionSpec, actors: list | None,
+                   node_refs: dict | None = None) -> Callable[[], list[dict]]:
     """Start writing every part (writer threads, or the given Ray actors); the returned function waits
-    for them and gives each part's stats in part order. ``parts`` is emptied as parts are handed over."""
+    for them and gives each part's stats in part order. ``parts`` is emptied as parts are handed over.
+
+    With ``node_refs`` (each node type's read result in Ray's object store) the writers take features
+    and labels from there: putting the graph's copies in again cost 2.5 GB and 1-2 s at 10M edges."""
     node_tasks: dict[str, list[str]] = {}
     for task in crawl.schema.tasks:
         if task.type != "link":
@@ -309,7 +332,9 @@ def _start_writers(tmp: Path, parts: dict, graph, sim_g, crawl: Crawl, spec: Par
     ctx = {
         "ntypes": list(graph.ntypes),
         "etypes": [tuple(c) for c in graph.canonical_etypes],
-        "node_data": {t: {k: v.numpy() for k, v in graph.nodes[t].data.items()} for t in graph.ntypes},
+        "node_data": {t: {k: v.numpy() for k, v in graph.nodes[t].data.items()
+                          if node_refs is None or not k.startswith(_FROM_READ)} for t in graph.ntypes},
+        "node_refs": node_refs,
         "edge_data": {tuple(c): {k: v.numpy() for k, v in graph.edges[c].data.items()} for c in graph.canonical_etypes},
         "sim_ntype": sim_g.ndata[dgl.NTYPE].numpy(), "sim_nid": sim_g.ndata[dgl.NID].numpy(),
         "sim_etype": sim_g.edata[dgl.ETYPE].numpy(), "sim_eid": sim_g.edata[dgl.EID].numpy(),

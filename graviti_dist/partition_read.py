@@ -57,8 +57,13 @@ def _read_edges(root: str, relation: str, nodes: dict, drop_dangling: bool):
     return table, report
 
 
-def read_crawl_parallel(crawl_dir: Path, dedupe: Dedupe = "error", drop_dangling: bool = False) -> Crawl:
-    """:func:`load_crawl`, with node types and then relations read as parallel Ray tasks."""
+def read_crawl_parallel(crawl_dir: Path, dedupe: Dedupe = "error", drop_dangling: bool = False) -> tuple[Crawl, dict]:
+    """:func:`load_crawl`, with node types and then relations read as parallel Ray tasks.
+
+    Also returns each node type's read result as it lies in the object store,
+    ``(NodeTable, {task: TaskLabels}, LoadReport)`` by reference: writers can take features
+    from there instead of a second copy. The crawl's arrays are read-only views of those objects.
+    """
     import ray
 
     schema = load_schema(crawl_dir)
@@ -77,4 +82,4 @@ def read_crawl_parallel(crawl_dir: Path, dedupe: Dedupe = "error", drop_dangling
         edges[relation], part_report = ray_get(ref)
         for name in ("dropped_dangling_edges", "dropped_self_loops", "dropped_duplicate_edges"):
             getattr(report, name).update(getattr(part_report, name))
-    return Crawl(schema, nodes, edges, labels, report)
+    return Crawl(schema, nodes, edges, labels, report), node_refs

@@ -1,3 +1,4 @@
+import numpy as np
 import torch
 
 from graviti_dist._dgl import dgl
@@ -27,3 +28,21 @@ def test_symmetric_relation_and_homogeneous_view(twitch_crawl):
     assert g.num_edges() == 2 * 66623
     hg = to_homogeneous(g)
     assert hg.num_nodes() == 9038 and dgl.ETYPE in hg.edata and dgl.NTYPE in hg.ndata
+
+
+def test_read_only_features_are_shared_only_when_asked(small_crawl):
+    # What a Ray read leaves: arrays in the object store, read-only.
+    crawl = load_crawl(small_crawl)
+    for table in crawl.nodes.values():
+        for feature in table.features.values():
+            feature.values.flags.writeable = False
+    for label in crawl.labels.values():
+        label.values.flags.writeable = False
+    source = crawl.nodes["user"].features["x"].values
+    shared = build_graph(crawl, share_read_only=True)
+    assert np.shares_memory(shared.nodes["user"].data["feat_x"].numpy(), source)
+    # labels are small and copied either way; features are copied unless asked
+    assert not np.shares_memory(shared.nodes["user"].data["label_topic"].numpy(), crawl.labels["topic"].values)
+    copied = build_graph(crawl)
+    assert not np.shares_memory(copied.nodes["user"].data["feat_x"].numpy(), source)
+    assert torch.equal(copied.nodes["user"].data["feat_x"], shared.nodes["user"].data["feat_x"])
