@@ -269,8 +269,7 @@ def run_inference(run_path: str | Path, part_dir: str | Path, out: str | Path, *
 def _infer_with_ray(part_dir: Path, run: TrainedRun, tmp: Path, num_parts: int, address, num_actors, threads, device) -> list[dict]:
     import ray
 
-    from graviti_dist.partition_read import ray_get as _get
-    from graviti_dist.ray_cluster import ray_session
+    from graviti_dist.ray_cluster import ray_get, ray_session
 
     with ray_session(address, num_threads=threads):
         actors_wanted = num_actors or max(1, min(num_parts, int(ray.available_resources().get("CPU", 1))))
@@ -278,7 +277,7 @@ def _infer_with_ray(part_dir: Path, run: TrainedRun, tmp: Path, num_parts: int, 
         actors = [worker.remote() for _ in range(min(actors_wanted, num_parts))]
         run_ref = ray.put(run)
         refs = [actors[p % len(actors)].infer.remote(str(part_dir), p, run_ref, str(tmp), device, threads) for p in range(num_parts)]
-        return _get(refs)
+        return ray_get(refs)
 
 
 class _InferenceActor:

@@ -45,7 +45,8 @@ from graviti_dist.crawl.write import check_output, publish, staging_dir
 from graviti_dist.errors import GravitiError
 from graviti_dist.graph import build_graph, node_arrays
 from graviti_dist.memory import release_free_memory
-from graviti_dist.partition_read import ray_get, read_crawl_parallel
+from graviti_dist.partition_read import read_crawl_parallel
+from graviti_dist.ray_cluster import ray_get
 from graviti_dist.partition_check import HALO_FEATS, MANIFEST, message_passing_crawl
 from graviti_dist.splits import SPLIT_NAMES, TRAIN, assign_splits, check_fractions
 

@@ -12,20 +12,8 @@ from pathlib import Path
 from graviti_dist.crawl.load import Dedupe, load_edge_table, load_node_table
 from graviti_dist.crawl.schema import load_schema
 from graviti_dist.crawl.tables import Crawl, LoadReport
-from graviti_dist.errors import GravitiError
 from graviti_dist.memory import release_free_memory
-
-
-def ray_get(refs):
-    """ray.get that re-raises a task's GravitiError as itself (a clear message, not a remote traceback)."""
-    import ray
-
-    try:
-        return ray.get(refs)
-    except ray.exceptions.RayTaskError as exc:
-        if isinstance(exc.cause, GravitiError):
-            raise GravitiError(str(exc.cause)) from None
-        raise
+from graviti_dist.ray_cluster import ray_get
 
 
 def _decode_on_every_core() -> None:

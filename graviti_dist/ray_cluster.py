@@ -61,3 +61,15 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None, num_
         yield
     finally:
         ray.shutdown()
+
+
+def ray_get(refs):
+    """ray.get that re-raises a task's GravitiError as itself (a clear message, not a remote traceback)."""
+    import ray
+
+    try:
+        return ray.get(refs)
+    except ray.exceptions.RayTaskError as exc:
+        if isinstance(exc.cause, GravitiError):
+            raise GravitiError(str(exc.cause)) from None
+        raise

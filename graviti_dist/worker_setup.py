@@ -69,8 +69,7 @@ class _PrepareDGLOnImport(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path=None, target=None):
         if fullname != "dgl":
             return None
-        with_hook_removed = [f for f in sys.meta_path if f is not self]
-        sys.meta_path[:] = with_hook_removed  # once only; and find_spec("dgl") below must not recurse
+        sys.meta_path.remove(self)  # once only; and find_spec("dgl") below must not recurse
         prepare_dgl_import()
         return None
 

@@ -12,6 +12,13 @@ def _run(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
 
 
+def _assert_runs_ok(code: str) -> None:
+    """``code`` ran to its last line (which prints ok) in a fresh interpreter."""
+    result = _run(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("ok")
+
+
 def test_fresh_subprocess_samples_and_partitions():
     code = (
         "from graviti_dist._dgl import dgl\n"
@@ -24,9 +31,7 @@ def test_fresh_subprocess_samples_and_partitions():
         "assert set(parts.tolist()) == {0, 1}\n"
         "print('ok')\n"
     )
-    result = _run(code)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().endswith("ok")
+    _assert_runs_ok(code)
 
 
 def test_stand_in_only_when_graphbolt_library_is_missing():
@@ -52,9 +57,7 @@ def test_setup_hook_imports_nothing_heavy_and_fixes_the_first_dgl_import():
         "assert torch.get_num_threads() == 1, torch.get_num_threads()  # torch read the hook's count at import\n"
         "print('ok')\n"
     )
-    result = _run(code)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().endswith("ok")
+    _assert_runs_ok(code)
 
 
 def test_set_threads_overrides_rays_default():
