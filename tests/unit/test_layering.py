@@ -6,9 +6,10 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "graviti_dist"
 
 
-def _imports(path: Path) -> set[str]:
+def _imports(path: Path, top_level_only: bool = False) -> set[str]:
+    tree = ast.parse(path.read_text())
     names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in tree.body if top_level_only else ast.walk(tree):
         if isinstance(node, ast.Import):
             names.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module:
@@ -50,20 +51,10 @@ def test_only_runtime_modules_import_ray():
     assert offenders == []
 
 
-def _module_level_imports(path: Path) -> set[str]:
-    names = set()
-    for node in ast.parse(path.read_text()).body:
-        if isinstance(node, ast.Import):
-            names.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module)
-    return names
-
-
 def test_ray_worker_entry_modules_stay_light():
     # Ray workers import these before any task runs; torch or DGL at their top level would cost every
     # worker 2.5 s of CPU (imports inside functions run only when that function needs them).
     light = ("worker_setup.py", "partition_read.py", "ray_cluster.py", "runtime_env.py")
     heavy = ("torch", "dgl", "graviti_dist._dgl", "graviti_dist.graph", "graviti_dist.partition")
-    offenders = [(m, n) for m in light for n in _module_level_imports(PACKAGE / m) if n in heavy or n.split(".")[0] in heavy]
+    offenders = [(m, n) for m in light for n in _imports(PACKAGE / m, top_level_only=True) if n in heavy or n.split(".")[0] in heavy]
     assert offenders == []
