@@ -5,30 +5,36 @@ Stages (each timed in the report):
   split   deterministic train/val/test splits per task; val/test link edges leave the graph;
   assign  DGL's METIS on the homogeneous graph, balancing node types x labelled-train
           nodes and edges (or a seeded balanced random assignment);
-  halo    DGL's halo extraction (``partition_graph_with_halo``), so sampling up to
-          ``num_hops`` inside one partition is exact;
+  halo    DGL's reshuffle, then the halo split of ``halo.py`` (the content of DGL's
+          ``partition_graph_with_halo``, 3x faster), so sampling up to ``num_hops``
+          inside one partition is exact;
   write   Ray actors, one per group of partitions, gather features and labels and write
           DGL's partition format (``dgl.distributed.load_partition`` loads each part),
           plus ``halo_feat.dgl`` (features of halo nodes, which DGL leaves to its
           KVStore) so a worker can train on its partition alone.
 Everything is built in a hidden sibling directory and renamed into place when complete.
 
-``executor="local"`` runs the same read and write steps in this process (threads
-for the writers) without Ray: faster on small crawls, where starting Ray and its
-workers costs more than the work, and usable on machines without Ray (GPU images).
+Executors: ``ray`` runs the read and write steps in Ray tasks and actors (joining
+``address``, else starting a local Ray); ``local`` runs the same steps in this process
+(threads for the writers), without Ray; ``auto`` (the default) is ``ray`` when there is
+a cluster to use (an ``address``, ``RAY_ADDRESS`` as ``ray job submit`` sets it, or Ray
+already initialised in this process) and ``local`` otherwise. The driver holds the
+whole graph for METIS either way, so on one machine Ray adds its daemons' and workers'
+start-up and memory and gains nothing the writer threads don't: at 1M edges on 2 cores
+a local Ray took 3x as long and twice the memory (benchmarks/results/partition.json).
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
 import os
 import shutil
+import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -44,6 +50,7 @@ from graviti_dist.crawl.schema import load_schema
 from graviti_dist.crawl.write import check_output, publish, staging_dir
 from graviti_dist.errors import GravitiError
 from graviti_dist.graph import build_graph, node_arrays
+from graviti_dist.halo import HaloPlan, plan_halo
 from graviti_dist.memory import release_free_memory
 from graviti_dist.partition_read import read_crawl_parallel
 from graviti_dist.ray_cluster import ray_get
@@ -55,6 +62,7 @@ log = logging.getLogger(__name__)
 GRAPH_NAME = "graph"
 REPORT = "report.json"
 FORMAT_VERSION = 1
+EXECUTORS = ("auto", "ray", "local")
 
 
 @dataclass(frozen=True)
@@ -68,12 +76,12 @@ class PartitionSpec:
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
     seed: int = 0
     num_actors: int | None = None
-    executor: str = "ray"  # "ray" (actors, local or on a cluster) or "local" (this process, threads)
+    executor: str = "auto"  # "ray" (actors, local Ray or a cluster), "local" (this process, threads) or "auto"
     metis_mode: str = "recursive"  # "recursive" bisection (reproducible) or "k-way" (METIS's multilevel k-way)
 
     def __post_init__(self):
-        if self.executor not in ("ray", "local"):
-            raise ValueError(f"--executor must be ray or local, not {self.executor!r}")
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"--executor must be one of {', '.join(EXECUTORS)}, not {self.executor!r}")
         if self.num_parts < 1:
             raise ValueError(f"--num-parts must be at least 1, got {self.num_parts}")
         if self.metis_mode not in ("recursive", "k-way"):
@@ -162,7 +170,8 @@ class _PartitionWriter:
         # part first, the largest transient of the write (two at once: +0.6 GB at 10M edges).
         self._graph_lock = threading.Lock()
 
-    def write(self, part_id: int, part, out_dir: str, ctx: dict) -> dict:
+    def write(self, part_id: int, plan: HaloPlan, out_dir: str, ctx: dict) -> dict:
+        part = plan.build(part_id)
         if ctx["node_refs"] is not None:
             ctx = {**ctx, "node_data": _with_read_node_data(ctx["node_data"], ctx["node_refs"])}
         save_tensors = dgl.data.utils.save_tensors
@@ -237,6 +246,8 @@ def partition_crawl(crawl_dir: str | Path, out: str | Path, spec: PartitionSpec,
     load_schema(crawl_dir)  # fail on a bad schema before starting Ray
     if spec.executor == "local" and address is not None:
         raise GravitiError("--executor local runs in this process: it takes no --address")
+    spec = replace(spec, executor=resolve_executor(spec.executor, address))
+    log.info("partition: executor %s", spec.executor)
     stages = _Stages()
     with _executor_session(spec, address):
         # Started first, so that their imports (torch, DGL: seconds of CPU each) overlap the stages before the write.
@@ -265,10 +276,12 @@ def partition_crawl(crawl_dir: str | Path, out: str | Path, spec: PartitionSpec,
             sim_g = dgl.to_homogeneous(graph)
         with stages("assign"):
             node_parts = _assign(sim_g, np.concatenate([train_count[t] for t in graph.ntypes]), spec)
-        with stages("halo"), contextlib.redirect_stdout(io.StringIO()):
-            parts, orig_nids, orig_eids = dgl.partition_graph_with_halo(sim_g, node_parts, spec.num_hops, reshuffle=True)
+        with stages("halo"):
+            # The graph reshuffled into per-part id ranges; each part is built (inner nodes, halo,
+            # edges) by the writer that writes it, so no process holds all parts at once.
+            plan, plan_arg = _share(plan_halo(sim_g, node_parts, spec.num_hops, spec.num_parts), spec)
         # The stages after this read sim_g's edge list and data only: drop the in-edge CSR built for
-        # in-degrees and the halo search (~0.3 GB at 10M crawl edges, held through the write).
+        # in-degrees (~0.3 GB at 10M crawl edges, held through the write).
         sim_g = sim_g.formats("coo")
         # The halo search frees more than it keeps, and writer threads allocate in arenas of their
         # own that would not reuse those pages: at 1M edges the write then rose 0.15 GB above the
@@ -278,13 +291,12 @@ def partition_crawl(crawl_dir: str | Path, out: str | Path, spec: PartitionSpec,
         tmp.mkdir(parents=True)
         try:
             with stages("write"):
-                # The parts are written in the background while this thread writes the set's own files.
-                written = _start_writers(tmp, parts, graph, sim_g, crawl, spec, actors, node_refs)
-                del parts
+                # The parts are built and written in the background while this thread writes the set's own files.
+                written = _start_writers(tmp, plan_arg, graph, sim_g, crawl, spec, actors, node_refs)
                 try:
-                    metadata = _part_config(graph, sim_g, node_parts, orig_nids, orig_eids, spec)
+                    metadata = _part_config(graph, sim_g, node_parts, plan.orig_nids, plan.orig_eids, spec)
                     (tmp / f"{GRAPH_NAME}.json").write_text(json.dumps(metadata, indent=2))
-                    _write_id_maps(tmp, crawl, graph, sim_g, node_parts, orig_nids, metadata)
+                    _write_id_maps(tmp, crawl, graph, sim_g, node_parts, plan.orig_nids)
                     _write_link_splits(tmp, crawl, link_splits)
                 finally:
                     stats = written()  # even when this thread failed: the cleanup below must not race the writers
@@ -300,6 +312,16 @@ def partition_crawl(crawl_dir: str | Path, out: str | Path, spec: PartitionSpec,
     return report
 
 
+def resolve_executor(executor: str, address: str | None) -> str:
+    """``ray`` or ``local`` for ``executor``; ``auto`` is ``ray`` only where there is a Ray cluster to use."""
+    if executor != "auto":
+        return executor
+    if address is not None or os.environ.get("RAY_ADDRESS"):
+        return "ray"
+    ray = sys.modules.get("ray")  # not imported means not initialised: no need to pay for the import
+    return "ray" if ray is not None and ray.is_initialized() else "local"
+
+
 @contextlib.contextmanager
 def _executor_session(spec: PartitionSpec, address: str | None):
     if spec.executor == "local":
@@ -311,6 +333,17 @@ def _executor_session(spec: PartitionSpec, address: str | None):
         yield
 
 
+def _share(plan: HaloPlan, spec: PartitionSpec) -> tuple[HaloPlan, object]:
+    """``(plan, what to pass writers)``: on Ray the plan moves into the object store, where writers
+    read it without copies, and the driver keeps only that shared view (0.65 GB less at 10M edges)."""
+    if spec.executor == "local":
+        return plan, plan
+    import ray
+
+    ref = ray.put(plan)
+    return ray.get(ref), ref
+
+
 def _writer_actors(spec: PartitionSpec) -> list:
     """One Ray writer actor per group of partitions: ``--num-actors``, else one per part up to the CPUs."""
     import ray
@@ -319,10 +352,11 @@ def _writer_actors(spec: PartitionSpec) -> list:
     return [ray.remote(_PartitionWriter).remote() for _ in range(min(workers, spec.num_parts))]
 
 
-def _start_writers(tmp: Path, parts: dict, graph, sim_g, crawl: Crawl, spec: PartitionSpec, actors: list | None,
+def _start_writers(tmp: Path, plan, graph, sim_g, crawl: Crawl, spec: PartitionSpec, actors: list | None,
                    node_refs: dict | None = None) -> Callable[[], list[dict]]:
-    """Start writing every part (writer threads, or the given Ray actors); the returned function waits
-    for them and gives each part's stats in part order. ``parts`` is emptied as parts are handed over.
+    """Start building and writing every part (writer threads, or the given Ray actors); the returned
+    function waits for them and gives each part's stats in part order. ``plan`` is the HaloPlan
+    (or, on Ray, its object reference).
 
     With ``node_refs`` (each node type's read result in Ray's object store) the writers take features
     and labels from there: putting the graph's copies in again cost 2.5 GB and 1-2 s at 10M edges."""
@@ -348,8 +382,7 @@ def _start_writers(tmp: Path, parts: dict, graph, sim_g, crawl: Crawl, spec: Par
         workers = spec.num_actors or max(1, min(spec.num_parts, os.cpu_count() or 1))
         writer = _PartitionWriter()
         pool = ThreadPoolExecutor(workers)
-        # pop inside the task: a written part's graph is freed while the others are still being written
-        futures = [pool.submit(lambda i=i: writer.write(i, parts.pop(i), str(tmp), ctx)) for i in range(spec.num_parts)]
+        futures = [pool.submit(writer.write, i, plan, str(tmp), ctx) for i in range(spec.num_parts)]
 
         def wait() -> list[dict]:
             try:
@@ -361,16 +394,15 @@ def _start_writers(tmp: Path, parts: dict, graph, sim_g, crawl: Crawl, spec: Par
     import ray
 
     ctx = ray.put(ctx)
-    refs = [actors[i % len(actors)].write.remote(i, parts.pop(i), str(tmp), ctx) for i in range(spec.num_parts)]
+    refs = [actors[i % len(actors)].write.remote(i, plan, str(tmp), ctx) for i in range(spec.num_parts)]
     return lambda: sorted(ray_get(refs), key=lambda s: s["part"])
 
 
-def _part_config(graph, sim_g, node_parts, orig_nids, orig_eids, spec: PartitionSpec) -> dict:
+def _part_config(graph, sim_g, node_parts, orig_nids_np: np.ndarray, orig_eids_np: np.ndarray, spec: PartitionSpec) -> dict:
     """DGL's partition config (what ``load_partition`` reads)."""
-    parts_np, orig_nids_np = node_parts.numpy(), orig_nids.numpy()
+    parts_np = node_parts.numpy()
     node_ranges = _ranges(parts_np[orig_nids_np], sim_g.ndata[dgl.NTYPE].numpy()[orig_nids_np], spec.num_parts, len(graph.ntypes))
     dst = sim_g.edges()[1].numpy()
-    orig_eids_np = orig_eids.numpy()
     edge_ranges = _ranges(parts_np[dst[orig_eids_np]], sim_g.edata[dgl.ETYPE].numpy()[orig_eids_np], spec.num_parts,
                           len(graph.canonical_etypes))
     metadata = {
@@ -387,12 +419,12 @@ def _part_config(graph, sim_g, node_parts, orig_nids, orig_eids, spec: Partition
     return metadata
 
 
-def _write_id_maps(tmp: Path, crawl: Crawl, graph, sim_g, node_parts, orig_nids, metadata: dict) -> None:
+def _write_id_maps(tmp: Path, crawl: Crawl, graph, sim_g, node_parts, orig_nids: np.ndarray) -> None:
     """Per node type: shuffled id (DGL's partition id space), contiguous type id, raw crawl id, partition."""
     import pyarrow.parquet as pq
 
     new_of_orig = np.empty(len(orig_nids), dtype=np.int64)
-    new_of_orig[orig_nids.numpy()] = np.arange(len(orig_nids))
+    new_of_orig[orig_nids] = np.arange(len(orig_nids))
     sim_ntype, sim_nid = sim_g.ndata[dgl.NTYPE].numpy(), sim_g.ndata[dgl.NID].numpy()
     (tmp / "id_map").mkdir()
     for t, name in enumerate(graph.ntypes):
@@ -430,7 +462,7 @@ def _report(crawl, graph, sim_g, node_parts, stats, stages, spec) -> dict:
 
     train = {task: balance([s["train_nodes"].get(task, 0) for s in stats]) for task in stats[0]["train_nodes"]} if stats else {}
     return {
-        "num_parts": spec.num_parts, "method": spec.method, "num_hops": spec.num_hops,
+        "num_parts": spec.num_parts, "method": spec.method, "num_hops": spec.num_hops, "executor": spec.executor,
         "num_nodes": int(sim_g.num_nodes()), "num_edges": int(sim_g.num_edges()),
         "edge_cut": cut, "edge_cut_fraction": round(cut / max(1, sim_g.num_edges()), 4),
         "nodes": balance(inner), "edges": balance(edges), "train_nodes": train,
