@@ -205,11 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="balance labelled training nodes across parts as well as node types and edges")
     part.add_argument("--split", default="0.8,0.1,0.1", help="train,val,test fractions per task")
     part.add_argument("--seed", type=int, default=0)
-    part.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    part.add_argument("--address", help="Ray cluster address (with --executor ray and no address: a local Ray)")
     part.add_argument("--num-actors", type=int, help="writer actors (default: one per CPU, at most one per part)")
-    part.add_argument("--executor", choices=["ray", "local"], default="ray",
-                      help="ray: Ray tasks and actors (local Ray or --address); local: this process with threads "
-                           "(faster on small crawls, no Ray needed)")
+    part.add_argument("--executor", choices=["auto", "ray", "local"], default="auto",
+                      help="ray: Ray tasks and actors (--address, else a local Ray); local: this process with threads, "
+                           "no Ray; auto (default): ray when there is a cluster (--address or RAY_ADDRESS, as in "
+                           "`ray job submit`), else local, which is faster and leaner on one machine")
     part.add_argument("--dedupe", choices=["error", "first"], default="error")
     part.add_argument("--drop-dangling", action="store_true")
     part.add_argument("--overwrite", action="store_true")

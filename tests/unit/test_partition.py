@@ -1,6 +1,7 @@
 """graviti partition: DGL-loadable partitions, a verifier that catches corruption, atomicity and bad input."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -14,7 +15,7 @@ from graviti_dist.cli import main
 from graviti_dist.crawl.synthetic import SyntheticSpec
 from graviti_dist.errors import GravitiError
 from graviti_dist.generate import generate_crawl
-from graviti_dist.partition import PartitionSpec, partition_crawl
+from graviti_dist.partition import PartitionSpec, partition_crawl, resolve_executor
 from graviti_dist.partition_check import check_partitions
 from tests.conftest import small_schema, small_tables, write_crawl
 
@@ -44,6 +45,7 @@ def test_twitch_partitions_load_in_dgl_and_pass_the_check(twitch_parts):
     assert report["nodes"]["max_over_mean"] <= 1.1 and report["edges"]["max_over_mean"] <= 1.1
     assert 0 < report["edge_cut_fraction"] < 0.5
     assert set(report["seconds"]) == {"read", "split", "assign", "halo", "write"}
+    assert report["executor"] == "ray"  # auto: Ray is up in this process, so the parts come from its actors
     owned = 0
     for i in range(2):
         graph, node_feats, edge_feats, gpb, name, ntypes, etypes = dgl.distributed.load_partition(str(out / "graph.json"), i)
@@ -127,6 +129,20 @@ def test_same_arguments_same_partitions_with_either_executor(synthetic_crawl, tm
         assert fa.keys() == fb.keys() and all(torch.equal(fa[k], fb[k]) for k in fa)
         ga, gb = (dgl.load_graphs(str(d / f"part{i}" / "graph.dgl"))[0][0] for d in (a, b))
         assert all(torch.equal(x, y) for x, y in zip(ga.edges(), gb.edges()))
+
+
+def test_auto_executor_uses_ray_only_where_there_is_a_cluster(monkeypatch, ray_local):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert resolve_executor("local", None) == "local" and resolve_executor("ray", None) == "ray"
+    assert resolve_executor("auto", None) == "ray"  # Ray already initialised here (the session's local Ray)
+    assert resolve_executor("auto", "10.0.0.1:6379") == "ray"
+    code = "from graviti_dist.partition import resolve_executor as r; print(r('auto', None))"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    alone = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert alone.stdout.strip() == "local", alone.stderr  # one machine, no cluster: this process
+    in_a_job = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env={**env, "RAY_ADDRESS": "127.0.0.1:6379"}, timeout=120)
+    assert in_a_job.stdout.strip() == "ray", in_a_job.stderr  # what `ray job submit` sets for its driver
 
 
 def test_four_metis_parts_of_twitch_stay_balanced(twitch_crawl, tmp_path):
