@@ -65,7 +65,7 @@ def partition_table(result: dict) -> str:
                     f"| {d['seconds']:.1f} s | {ratio(o)}, {ratio(kway)}, {r['speedup_ray']:.2f}x | {stages} s "
                     f"| {o['peak_gb']:.2f} | {ray['peak_gb']:.2f} | {d['peak_gb']:.2f} "
                     f"| {o['edge_cut']:.1%}, {d['edge_cut']:.1%} | {o['node_balance']:.3f}, {d['node_balance']:.3f} |")
-    note = (f"The default command ran with executor {', '.join(sorted(executors))} (``--executor auto``: no cluster given). ")
+    note = (f"The default command ran with executor {', '.join(sorted(executors))} (`--executor auto`: no cluster given). ")
     if max(rounds) > 1:
         note += ("Where a ratio has a range, the default runs and DGL ran in interleaved rounds: times are each system's "
                  "median run, peaks its median peak, the ratio the median of per-round ratios (range). Other cells are "
