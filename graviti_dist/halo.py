@@ -1,7 +1,7 @@
 """Split a partitioned homogeneous graph into per-partition subgraphs with halo nodes.
 
-Same contract and content as ``dgl.partition_graph_with_halo(g, node_part, num_hops,
-reshuffle=True)`` (node/edge id reshuffle by DGL's own ``reshuffle_graph``; the same
+``plan_halo`` then ``plan.build(i)`` for every part gives what
+``dgl.partition_graph_with_halo(g, node_part, num_hops, reshuffle=True)`` gives (node/edge id reshuffle by DGL's own ``reshuffle_graph``; the same
 nodes, edges, ``inner_node``/``inner_edge`` flags, ``part_id`` and ``orig_id`` per part;
 inner nodes first, edges inner-first in shuffled-id order), computed with array
 operations over the reshuffled graph instead of DGL's per-edge hash-map walk. At 10M
@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,7 +76,9 @@ class HaloPlan:
         return len(self.node_bounds) - 1
 
     def build(self, i: int):
-        """Part ``i`` as a DGLGraph, with the node and edge data of ``partition_with_halo``."""
+        """Part ``i`` as a DGLGraph with what ``dgl.partition_graph_with_halo`` gives it: ndata
+        ``dgl.NID`` (shuffled id), ``inner_node``, ``part_id``, ``orig_id``; edata ``dgl.EID``,
+        ``inner_edge``, ``orig_id``."""
         nodes, num_inner, eids, num_inner_edges, local_src, local_dst = _PartSplitter(self).split(i)
         part = dgl.graph((torch.from_numpy(local_src), torch.from_numpy(local_dst)), num_nodes=len(nodes))
         inner_node = torch.zeros(len(nodes), dtype=torch.int32)
@@ -93,20 +93,6 @@ class HaloPlan:
         part.edata["inner_edge"] = inner_edge
         part.edata["orig_id"] = torch.from_numpy(self.orig_eids[eids])
         return part
-
-
-def partition_with_halo(g, node_part: torch.Tensor, num_hops: int,
-                        num_parts: int | None = None) -> tuple[dict, torch.Tensor, torch.Tensor]:
-    """``(parts, orig_nids, orig_eids)`` like ``dgl.partition_graph_with_halo(..., reshuffle=True)``:
-    ``parts[i]`` is part i's subgraph (ndata ``dgl.NID``, ``inner_node``, ``part_id``, ``orig_id``;
-    edata ``dgl.EID``, ``inner_edge``, ``orig_id``); ``orig_nids``/``orig_eids`` map shuffled ids
-    back to ``g``'s. ``graviti partition`` uses ``plan_halo`` instead, building each part where it
-    is written rather than holding them all."""
-    plan = plan_halo(g, node_part, num_hops, num_parts)
-    # numpy's gathers, masks and copies release the GIL: parts split in parallel threads.
-    with ThreadPoolExecutor(max(1, min(plan.num_parts, os.cpu_count() or 1))) as pool:
-        parts = dict(enumerate(pool.map(plan.build, range(plan.num_parts))))
-    return parts, torch.from_numpy(plan.orig_nids), torch.from_numpy(plan.orig_eids)
 
 
 class _PartSplitter:

@@ -5,10 +5,11 @@ Stages (each timed in the report):
   split   deterministic train/val/test splits per task; val/test link edges leave the graph;
   assign  DGL's METIS on the homogeneous graph, balancing node types x labelled-train
           nodes and edges (or a seeded balanced random assignment);
-  halo    DGL's reshuffle, then the halo split of ``halo.py`` (the content of DGL's
-          ``partition_graph_with_halo``, 3x faster), so sampling up to ``num_hops``
-          inside one partition is exact;
-  write   Ray actors, one per group of partitions, gather features and labels and write
+  halo    DGL's reshuffle of ids by part, into a plan (``halo.py``) from which any
+          worker can build any part;
+  write   writers (Ray actors or threads), one per group of partitions, build each
+          part with its ``num_hops`` halo (the content of DGL's ``partition_graph_with_halo``,
+          so sampling inside one partition is exact), gather features and labels and write
           DGL's partition format (``dgl.distributed.load_partition`` loads each part),
           plus ``halo_feat.dgl`` (features of halo nodes, which DGL leaves to its
           KVStore) so a worker can train on its partition alone.
@@ -283,7 +284,7 @@ def partition_crawl(crawl_dir: str | Path, out: str | Path, spec: PartitionSpec,
         # The stages after this read sim_g's edge list and data only: drop the in-edge CSR built for
         # in-degrees (~0.3 GB at 10M crawl edges, held through the write).
         sim_g = sim_g.formats("coo")
-        # The halo search frees more than it keeps, and writer threads allocate in arenas of their
+        # The reshuffle frees more than it keeps, and writer threads allocate in arenas of their
         # own that would not reuse those pages: at 1M edges the write then rose 0.15 GB above the
         # halo stage's peak; starting it from the live data keeps it under.
         release_free_memory()

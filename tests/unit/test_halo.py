@@ -1,4 +1,4 @@
-"""halo.partition_with_halo gives the parts DGL's partition_graph_with_halo gives (up to halo node order)."""
+"""halo.plan_halo + HaloPlan.build give the parts DGL's partition_graph_with_halo gives (up to halo node order)."""
 
 import contextlib
 import io
@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from graviti_dist._dgl import dgl
-from graviti_dist.halo import partition_with_halo
+from graviti_dist.halo import plan_halo
+
+
+def partition_with_halo(g, node_part, num_hops, num_parts=None):
+    """DGL's partition_graph_with_halo contract, from our plan: (parts, orig_nids, orig_eids)."""
+    plan = plan_halo(g, node_part, num_hops, num_parts)
+    parts = {i: plan.build(i) for i in range(plan.num_parts)}
+    return parts, torch.from_numpy(plan.orig_nids), torch.from_numpy(plan.orig_eids)
 
 
 def _typed_random_graph(num_nodes: int, num_edges: int, seed: int):
