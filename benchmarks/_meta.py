@@ -9,7 +9,12 @@ import platform
 import subprocess
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+# In a source checkout (the editable install the README sets up) results go beside this file, where
+# they are committed; an installed copy writes to the current directory instead of site-packages.
+_HERE = Path(__file__).resolve().parent
+CHECKOUT = _HERE.parent if (_HERE.parent / "setup.cfg").is_file() else None
+RESULTS = _HERE / "results" if CHECKOUT is not None else Path.cwd() / "bench-results"
+DEFAULT_DATASETS = (CHECKOUT or Path.cwd()).parent / "shared" / "datasets"  # ../shared/datasets, read in place
 
 
 def _cpu_model() -> str:
@@ -35,9 +40,9 @@ def _commit() -> str:
     if os.environ.get("GRAVITI_COMMIT"):  # a copy of the tree shipped elsewhere (GPU machine) names its commit
         return os.environ["GRAVITI_COMMIT"]
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=RESULTS.parent, check=True).stdout.strip()
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=_HERE, check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
-                               cwd=RESULTS.parent).stdout.strip()
+                               cwd=_HERE).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

@@ -28,8 +28,8 @@ from benchmarks._meta import write_result
 from graviti_dist._dgl import dgl
 from graviti_dist.crawl.load import load_crawl
 from graviti_dist.crawl.synthetic import SyntheticSpec
-from graviti_dist.generate import generate_crawl
-from graviti_dist.graph import build_graph, to_homogeneous
+from graviti_dist.crawl.generate import generate_crawl
+from graviti_dist.partition.graph import build_graph, to_homogeneous
 from graviti_dist.model import Block, GATLayer
 from graviti_dist.model.ops import KERNELS, KERNELS_ENV, elu, kernels_for
 

@@ -23,7 +23,7 @@ EDGES_PER_USER = 41  # measured with the default SyntheticSpec
 def run_one(out: Path, users: int, shard_rows: int) -> dict:
     code = textwrap.dedent(f"""
         import json, resource
-        from graviti_dist.generate import generate_crawl
+        from graviti_dist.crawl.generate import generate_crawl
         from graviti_dist.crawl.synthetic import SyntheticSpec
         r = generate_crawl({str(out)!r}, SyntheticSpec(users={users}), shard_rows={shard_rows}, progress=False)
         r["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

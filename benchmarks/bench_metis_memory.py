@@ -26,7 +26,7 @@ import contextlib, io, json, resource, time
 import psutil, torch
 from graviti_dist._dgl import dgl
 from graviti_dist.crawl.load import load_crawl
-from graviti_dist.graph import build_graph
+from graviti_dist.partition.graph import build_graph
 graph = dgl.to_homogeneous(build_graph(load_crawl({crawl!r})))
 constraint = graph.ndata[dgl.NTYPE].long() * 2
 base = psutil.Process().memory_info().rss
@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/graviti-bench"))
     args = parser.parse_args()
     from graviti_dist.crawl.synthetic import SyntheticSpec
-    from graviti_dist.generate import generate_crawl
+    from graviti_dist.crawl.generate import generate_crawl
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     runs = []

@@ -60,7 +60,7 @@ start = time.perf_counter()
 import numpy as np, torch
 from graviti_dist._dgl import dgl
 from graviti_dist.crawl.load import load_crawl
-from graviti_dist.graph import build_graph
+from graviti_dist.partition.graph import build_graph
 graph = build_graph(load_crawl({crawl!r}))
 balance = torch.cat([torch.full((graph.num_nodes(t),), i) * 2 + sum(graph.nodes[t].data[k].long() for k in graph.nodes[t].data
           if k.startswith("mask_")).clamp(max=1) for i, t in enumerate(graph.ntypes)])
@@ -182,7 +182,7 @@ def main() -> None:
     if args.repeat < 1:
         raise SystemExit("--repeat must be at least 1")
     from graviti_dist.crawl.synthetic import SyntheticSpec
-    from graviti_dist.generate import generate_crawl
+    from graviti_dist.crawl.generate import generate_crawl
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench-part-"))
     workdir.mkdir(parents=True, exist_ok=True)

@@ -21,12 +21,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import requests
 
-from benchmarks._meta import write_result
+from benchmarks._meta import DEFAULT_DATASETS, write_result
+from graviti_dist.partition import PartitionSet
+from graviti_dist.train import RunDir
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 def prepare(workdir: Path, datasets: Path) -> tuple[Path, Path]:
@@ -37,11 +37,11 @@ def prepare(workdir: Path, datasets: Path) -> tuple[Path, Path]:
     crawl, parts, run = workdir / "twitch-crawl", workdir / "twitch-2parts", workdir / "twitch-run"
     if not (crawl / "graph.yaml").exists():
         import_twitch([datasets / "twitch" / "ENGB", datasets / "twitch" / "PTBR"], crawl, overwrite=True)
-    if not (parts / "manifest.json").exists():
+    if not PartitionSet(parts).is_finished():
         partition_crawl(crawl, parts, PartitionSpec(num_parts=2, executor="local"), overwrite=True)
-    if not (run / "best_model.pt").exists():
+    if not RunDir(run).best_model_path.exists():
         subprocess.run([sys.executable, "-m", "graviti_dist.train", "--set", f"partitions={parts}", "--set", f"out={run}",
-                        "--set", "num_workers=1", "--set", "epochs=2", "--overwrite"], check=True, cwd=REPO)
+                        "--set", "num_workers=1", "--set", "epochs=2", "--overwrite"], check=True)
     return run, parts
 
 
@@ -54,7 +54,7 @@ def _port() -> int:
 def start_service(run: Path, parts: Path, port: int, threads: int) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     proc = subprocess.Popen([sys.executable, "-m", "graviti_dist.cli", "serve", str(run), "--partitions", str(parts),
-                             "--port", str(port)], env=env, cwd=REPO)
+                             "--port", str(port)], env=env)
     deadline = time.time() + 180
     while time.time() < deadline:
         try:
@@ -107,10 +107,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60, help="time bound per measurement")
     parser.add_argument("--threads", type=int, default=1, help="torch threads in the service")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/graviti-bench"))
-    parser.add_argument("--datasets", type=Path, default=Path(os.environ.get("GRAVITI_DATASETS", REPO.parent / "shared" / "datasets")))
+    parser.add_argument("--datasets", type=Path, default=Path(os.environ.get("GRAVITI_DATASETS", DEFAULT_DATASETS)))
     args = parser.parse_args()
     run, parts = prepare(args.workdir, args.datasets)
-    ids = [str(i) for i in pq.read_table(parts / "id_map" / "user.parquet")["raw_id"].to_pylist()]
+    ids = [str(i) for i in PartitionSet(parts).read_id_map("user", columns=["raw_id"])["raw_id"].to_pylist()]
     rng = random.Random(0)
     single = [{"ids": [rng.choice(ids)]} for _ in range(args.single)]
     batch = [{"ids": rng.sample(ids, 64)} for _ in range(args.batches)]

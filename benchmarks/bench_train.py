@@ -46,7 +46,7 @@ from graviti_dist.model.heads import build_head
 from graviti_dist.model.inputs import InputProjection
 from graviti_dist.model.ops import kernels_for
 from graviti_dist.sampling import MinibatchStream, NodeMinibatches, WorkerPartition, load_worker_partition, on_device, to_model
-from graviti_dist.worker_loop import build_model, make_optimizer, task_specs, train_step
+from graviti_dist.train.loop import build_model, make_optimizer, task_specs, train_step
 
 assert IN_DIM == HIDDEN  # the baselines' first GATConv reads the (N, HIDDEN) projected features
 PHASES = ("sample", "gather", "h2d", "forward", "backward", "allreduce", "optimizer")

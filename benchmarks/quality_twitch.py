@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks._meta import RESULTS, environment, write_result, write_whole
+from graviti_dist.train import RunDir
 
 # task/metric compared, whether larger is better
 SELECTIONS = (("mature", "roc_auc", "max"), ("views", "rmse", "min"))
@@ -37,9 +38,8 @@ def train(partitions: Path, out: Path, kind: str, seed: int, epochs: int, task: 
     proc = subprocess.run(command, capture_output=True, text=True)
     if proc.returncode:
         raise SystemExit(f"training failed ({kind}, seed {seed}, {task}):\n{proc.stderr[-3000:]}")
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return {"test": json.loads((out / "test_metrics.json").read_text()), "best_epoch": records[-1]["best_epoch"],
-            "epochs_run": len(records)}
+    records = RunDir(out).read_records()
+    return {"test": RunDir(out).read_test_metrics(), "best_epoch": records[-1]["best_epoch"], "epochs_run": len(records)}
 
 
 def table(result: dict, env: dict) -> str:

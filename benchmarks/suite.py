@@ -19,22 +19,22 @@ from pathlib import Path
 import torch
 
 from benchmarks import bench_train as bt
-from benchmarks._meta import RESULTS, environment, write_whole
+from benchmarks._meta import DEFAULT_DATASETS, RESULTS, environment, write_whole
 from graviti_dist.errors import GravitiError
+from graviti_dist.partition import PartitionSet, read_manifest
 
-REPO = Path(__file__).resolve().parent.parent
 SYNTHETIC_USERS = {"synthetic-1m": 24_000, "synthetic-10m": 244_000, "quick": 1_500}  # ~41 crawl edges per user
 QUICK = {"graph": "quick", "steps": 2, "repeat": 1, "batch": 256}
 
 
 def prepare(graph: str, workdir: Path, datasets: Path, part_counts: set[int]) -> tuple[Path, dict[int, Path]]:
     """The crawl for ``graph`` and a METIS partition set per count in ``part_counts`` (cached)."""
-    from graviti_dist.partition import PartitionSpec, partition_crawl
+    from graviti_dist.partition import PartitionSet, PartitionSpec, partition_crawl
 
     workdir.mkdir(parents=True, exist_ok=True)
     if graph in SYNTHETIC_USERS:
         from graviti_dist.crawl.synthetic import SyntheticSpec
-        from graviti_dist.generate import generate_crawl
+        from graviti_dist.crawl.generate import generate_crawl
 
         crawl = workdir / f"{graph}-crawl"
         if not (crawl / "graph.yaml").exists():
@@ -56,7 +56,7 @@ def prepare(graph: str, workdir: Path, datasets: Path, part_counts: set[int]) ->
     parts = {}
     for k in sorted(part_counts):
         out = workdir / f"{crawl.name}-{k}parts"
-        if not (out / "manifest.json").exists():
+        if not PartitionSet(out).is_finished():
             partition_crawl(crawl, out, PartitionSpec(num_parts=k, executor="local"), overwrite=True)
         parts[k] = out
     return crawl, parts
@@ -72,8 +72,8 @@ def run(args: argparse.Namespace) -> dict:
     threads = args.threads or bt.os_threads()
     started = time.perf_counter()
     _, parts = prepare(args.graph, args.workdir, args.datasets, {1, *workers})
-    manifest = json.loads((parts[1] / "manifest.json").read_text())
-    report = json.loads((parts[1] / "report.json").read_text())
+    manifest = read_manifest(parts[1])
+    report = json.loads(PartitionSet(parts[1]).report_path.read_text())
     sampler_workers = args.sampler_workers or 0
     single = bt.single_worker(parts[1], device, rounds, threads, ["dgl", "pyg"], sampler_workers)
     scaling = {"1": {"seeds_per_s": single["systems"]["ours"]["seeds_per_s"], "spread": single["systems"]["ours"]["spread"],
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> dict:
         "benchmark": "train", "device": str(device), "kernels": single["kernels"], "threads": threads,
         "sampler_workers": sampler_workers,
         "graph": {"name": Path(args.graph).name, "nodes": report["num_nodes"], "edges": report["num_edges"],
-                  "train_seeds": single["train_seeds"], "tasks": [t["name"] for t in manifest["tasks"] if t["type"] != "link"]},
+                  "train_seeds": single["train_seeds"], "tasks": [t.name for t in manifest.node_tasks]},
         "model": {"layers": len(bt.FANOUTS), "heads": bt.HEADS, "hidden": bt.HIDDEN, "fanouts": list(bt.FANOUTS),
                   "batch": rounds.batch},
         "rounds": {"steps": rounds.steps, "repeat": rounds.repeat, "warmup_rounds": 1},
@@ -223,7 +223,7 @@ def run_suite(args: argparse.Namespace) -> None:
     """The whole CPU suite: generation, partitioning, encoder, then the trainer benchmark."""
     for module in ("benchmarks.bench_generate", "benchmarks.bench_partition", "benchmarks.bench_encoder"):
         print(f"== {module}", flush=True)
-        subprocess.run([sys.executable, "-m", module], cwd=REPO, check=True)
+        subprocess.run([sys.executable, "-m", module], check=True)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -247,7 +247,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--suite", action="store_true", help="also run the generation, partition and encoder benchmarks")
     p.add_argument("--out", type=Path, default=RESULTS, help="where JSON, table and plots go (default benchmarks/results)")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/graviti-bench"), help="cache of generated graphs and partitions")
-    p.add_argument("--datasets", type=Path, default=Path(os.environ.get("GRAVITI_DATASETS", REPO.parent / "shared" / "datasets")))
+    p.add_argument("--datasets", type=Path, default=Path(os.environ.get("GRAVITI_DATASETS", DEFAULT_DATASETS)))
 
 
 def main(args: argparse.Namespace) -> Path:

@@ -12,8 +12,8 @@ matches their torch gets native DGL untouched.
 Every other module does ``from graviti_dist._dgl import dgl``; what we take from DGL's
 internals (METIS with our own balance weights) lives here too. Ray worker
 processes unpickle DGL objects before any of our code runs, so every place
-that starts Ray passes :func:`graviti_dist.runtime_env.ray_runtime_env`, whose
-``worker_process_setup_hook`` (:func:`graviti_dist.worker_setup.setup_worker`)
+that starts Ray passes :func:`graviti_dist.runtime.runtime_env.ray_runtime_env`, whose
+``worker_process_setup_hook`` (:func:`graviti_dist.runtime.worker_setup.setup_worker`)
 registers the stand-in when the worker first imports DGL, not before: workers
 that never touch DGL never pay for importing it.
 """
@@ -26,7 +26,7 @@ import sys
 
 import torch
 
-from graviti_dist.worker_setup import apply_thread_count, prepare_dgl_import
+from graviti_dist.runtime.worker_setup import apply_thread_count, prepare_dgl_import
 
 
 def _import_dgl():

@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from graviti_dist.errors import GravitiError
+from graviti_dist.errors import FieldError, GravitiError
 
 
 def _cmd_import(args: argparse.Namespace) -> None:
@@ -34,14 +34,13 @@ def _cmd_import(args: argparse.Namespace) -> None:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> None:
-    from graviti_dist.crawl.load import load_crawl
-    from graviti_dist.crawl.summary import format_summary, summarize
+    from graviti_dist.crawl import format_summary, load_crawl, summarize
 
     crawl = load_crawl(args.crawl, dedupe=args.dedupe, drop_dangling=args.drop_dangling)
     summary = summarize(crawl)
     print(format_summary(summary))
     if not args.no_graph:
-        from graviti_dist.graph import build_graph
+        from graviti_dist.partition import build_graph  # the DGL graph is the partition stage's
 
         graph = build_graph(crawl)
         summary["dgl_graph"] = {"num_nodes": graph.num_nodes(), "num_edges": graph.num_edges(),
@@ -53,11 +52,10 @@ def _cmd_inspect(args: argparse.Namespace) -> None:
 
 
 def _cmd_generate(args: argparse.Namespace) -> None:
-    from graviti_dist.crawl.synthetic import preset_spec
-    from graviti_dist.generate import generate_crawl
+    from graviti_dist.crawl import generate_crawl, preset_spec
 
     if args.shard_rows < 1:
-        raise GravitiError(f"--shard-rows must be at least 1, got {args.shard_rows}")
+        raise FieldError("shard_rows", f"must be at least 1, got {args.shard_rows}")
     try:
         spec = preset_spec(args.preset, args.users, posts_per_user=args.posts_per_user, seed=args.seed)
     except ValueError as exc:
@@ -75,24 +73,22 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 
 
 def _cmd_partition(args: argparse.Namespace) -> None:
-    if args.check is not None:
-        from graviti_dist.partition_check import check_partitions
+    from graviti_dist.partition import PartitionSpec, check_partitions, partition_crawl
 
+    if args.check is not None:
         result = check_partitions(args.check, crawl_dir=args.crawl)
         print(f"{args.check}: OK - {result['parts']} parts, {result['nodes']:,} nodes, {result['edges']:,} edges; "
               f"checked {', '.join(result['checked'])} (halo depth {result['halo_hops']})")
         return
     if args.crawl is None or args.out is None or args.num_parts is None:
         raise GravitiError("partition needs CRAWL, --out and --num-parts (or --check PARTITION_DIR)")
-    from graviti_dist.partition import PartitionSpec, partition_crawl
-
     try:
         split = tuple(float(x) for x in args.split.split(","))
-        spec = PartitionSpec(num_parts=args.num_parts, method=args.method, num_hops=args.num_hops,
-                             balance_train=args.balance_train, split=split, seed=args.seed, num_actors=args.num_actors,
-                             executor=args.executor, metis_mode=args.metis_mode)
-    except ValueError as exc:
-        raise GravitiError(str(exc)) from None
+    except ValueError:
+        raise FieldError("split", f"must be three comma-separated fractions, e.g. 0.8,0.1,0.1; got {args.split!r}") from None
+    spec = PartitionSpec(num_parts=args.num_parts, method=args.method, num_hops=args.num_hops,
+                         balance_train=args.balance_train, split=split, seed=args.seed, num_actors=args.num_actors,
+                         executor=args.executor, metis_mode=args.metis_mode)
     report = partition_crawl(args.crawl, args.out, spec, address=args.address, overwrite=args.overwrite,
                              dedupe=args.dedupe, drop_dangling=args.drop_dangling)
     print(f"wrote {args.out}: {report['num_parts']} parts of {report['num_nodes']:,} nodes / {report['num_edges']:,} edges; "
@@ -102,18 +98,16 @@ def _cmd_partition(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from graviti_dist.config import load_train_config
-    from graviti_dist.train import fit
+    from graviti_dist.train import RunDir, fit, load_train_config
 
     config = load_train_config(args.config, args.set)
     metrics = fit(config, address=args.address, overwrite=args.overwrite, resume=args.resume)
     print(f"run directory: {config.out}")
-    print((Path(config.out) / "test_metrics.md").read_text() if (Path(config.out) / "test_metrics.md").exists()
-          else json.dumps(metrics, indent=2))
+    print(RunDir(config.out).test_table() or json.dumps(metrics, indent=2))
 
 
 def _cmd_infer(args: argparse.Namespace) -> None:
-    from graviti_dist.inference import run_inference
+    from graviti_dist.infer import run_inference
 
     summary = run_inference(args.run, args.partitions, args.out, executor=args.executor, address=args.address,
                             num_actors=args.num_actors, threads_per_actor=args.threads_per_actor, device=args.device,
@@ -124,19 +118,13 @@ def _cmd_infer(args: argparse.Namespace) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> None:
-    from graviti_dist.serve import serve
+    from graviti_dist.infer import run_server
 
-    serve(args.run, args.partitions, host=args.host, port=args.port, max_ids=args.max_ids, device=args.device)
+    run_server(args.run, args.partitions, host=args.host, port=args.port, max_ids=args.max_ids, device=args.device)
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:
-    # The suite lives in the checkout's benchmarks/ (results are committed there), not in the package.
-    repo = Path(__file__).resolve().parent.parent
-    if not (repo / "benchmarks" / "suite.py").exists():
-        raise GravitiError(f"graviti bench runs from a source checkout: {repo / 'benchmarks'} not found")
-    if str(repo) not in sys.path:
-        sys.path.insert(0, str(repo))
-    from benchmarks import suite
+    from benchmarks import suite  # an installed package beside graviti_dist (setup.cfg)
 
     suite.main(suite.parser().parse_args(args.bench_args))
 
@@ -235,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_cmd_demo)
 
     inf = sub.add_parser("infer", help="batch predictions for every node to Parquet (full neighbourhoods, Ray actors)")
-    inf.add_argument("run", type=Path, help="a graviti train run directory, or a checkpoint (state.pt) inside one")
+    inf.add_argument("run", type=Path, help="a graviti train run directory, or a checkpoint (file or folder) inside one")
     inf.add_argument("--partitions", type=Path, required=True, help="the partition set the run was trained on")
     inf.add_argument("--out", type=Path, required=True)
     inf.add_argument("--executor", choices=["ray", "local"], default="ray",
@@ -264,6 +252,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _flag_words(exc: GravitiError, parser: argparse.ArgumentParser, command: str) -> str:
+    """The error's message, with a field the command has a flag for named as that flag
+    (``num_parts must be...`` -> ``--num-parts must be...``); the library speaks in field names."""
+    if not isinstance(exc, FieldError):
+        return str(exc)
+    flag = "--" + exc.field.replace("_", "-")
+    return f"{flag} {exc.text}" if flag in _options(parser, command) else str(exc)
+
+
+def _options(parser: argparse.ArgumentParser, command: str | None = None) -> set[str]:
+    """Option strings of ``command``'s parser (all of them when None) and of its nested subcommands."""
+    options = {o for action in parser._actions for o in action.option_strings}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                if command is None or name == command:
+                    options |= _options(sub)
+    return options
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -277,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except GravitiError as exc:
-        print(f"graviti {args.command}: error: {exc}", file=sys.stderr)
+        print(f"graviti {args.command}: error: {_flag_words(exc, parser, args.command)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

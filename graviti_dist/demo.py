@@ -15,16 +15,11 @@ import ray
 import torch
 
 from graviti_dist._dgl import dgl
-from graviti_dist.config import ModelConfig, TrainConfig
-from graviti_dist.crawl.load import load_crawl
-from graviti_dist.crawl.summary import format_summary, summarize
-from graviti_dist.crawl.synthetic import SyntheticSpec
-from graviti_dist.errors import GravitiError
-from graviti_dist.generate import generate_crawl
-from graviti_dist.partition import PartitionSpec, partition_crawl
-from graviti_dist.partition_check import check_partitions
-from graviti_dist.ray_cluster import ray_session
-from graviti_dist.train import fit
+from graviti_dist.crawl import SyntheticSpec, format_summary, generate_crawl, load_crawl, summarize
+from graviti_dist.errors import FieldError
+from graviti_dist.partition import PartitionSet, PartitionSpec, check_partitions, partition_crawl
+from graviti_dist.runtime.ray_cluster import ray_session
+from graviti_dist.train import ModelConfig, RunDir, TrainConfig, fit
 
 FANOUTS = (10, 10)
 
@@ -46,10 +41,10 @@ def run_demo(out: str | Path, *, users: int = 2000, epochs: int = 4, overwrite: 
     out = Path(out)
     crawl_dir = out / "crawl"
     if (crawl_dir.exists() or (out / "partitions").exists() or (out / "run").exists()) and not overwrite:
-        raise GravitiError(f"{out}: holds an earlier demo; pass --overwrite or choose --out")
-    out.mkdir(parents=True, exist_ok=True)
+        raise FieldError("out", f"{out}: holds an earlier demo; choose another or pass overwrite to replace it")
     if users < 16:
-        raise GravitiError(f"--users must be at least 16, got {users}")
+        raise FieldError("users", f"must be at least 16, got {users}")
+    out.mkdir(parents=True, exist_ok=True)
     result = generate_crawl(crawl_dir, SyntheticSpec(users=users), overwrite=overwrite)
     print(f"[1/5] generated {crawl_dir}: {result['edges']:,} edges in {result['seconds']:.1f}s\n")
     crawl = load_crawl(crawl_dir)
@@ -61,7 +56,7 @@ def run_demo(out: str | Path, *, users: int = 2000, epochs: int = 4, overwrite: 
         check_partitions(parts_dir)
         print(f"[3/5] partitioned into {parts_dir}: 2 parts, edge cut {report['edge_cut_fraction']:.1%}, node balance "
               f"{report['nodes']['max_over_mean']}, halo replication {report['halo_replication']}x; --check passed\n")
-        blocks = ray.get(_SamplerProbe.remote().sample.remote(str(parts_dir / "graph.json"), 0, 1024))
+        blocks = ray.get(_SamplerProbe.remote().sample.remote(str(PartitionSet(parts_dir).part_config), 0, 1024))
         print(f"[4/5] a Ray actor loaded partition 0 and sampled a {len(FANOUTS)}-layer minibatch of 1024 nodes "
               f"with fanouts {FANOUTS}:")
         for i, block in enumerate(blocks):
@@ -71,7 +66,7 @@ def run_demo(out: str | Path, *, users: int = 2000, epochs: int = 4, overwrite: 
         test_metrics = fit(config, overwrite=overwrite)
     print(f"\n[5/5] trained on 2 Ray Train workers (DDP, gloo) for {epochs} epochs; test metrics "
           f"(run directory {out / 'run'}):")
-    print((out / "run" / "test_metrics.md").read_text())
+    print(RunDir(out / "run").test_table())
     summary["sampled_blocks"] = blocks
     summary["test_metrics"] = test_metrics
     return summary

@@ -15,6 +15,19 @@ class GravitiError(Exception):
     exit_code = 2
 
 
+class FieldError(GravitiError):
+    """A bad value of one named argument or config field.
+
+    The message reads ``"<field> <text>"`` (``num_parts must be at least 1, got 0``), in the
+    words of the Python API; the CLI shows the same text under its own flag
+    (``--num-parts must be at least 1, got 0``): see ``cli._flag_words``.
+    """
+
+    def __init__(self, field: str, text: str):
+        super().__init__(f"{field} {text}")
+        self.field, self.text = field, text
+
+
 def examples(values, limit: int = 5) -> str:
     """Format up to ``limit`` offending values for an error message."""
     values = list(values)

@@ -102,7 +102,7 @@ def ray_local():
     """One local Ray per test session, stopped at the end."""
     import ray
 
-    from graviti_dist.runtime_env import ray_runtime_env
+    from graviti_dist.runtime.runtime_env import ray_runtime_env
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     ray.init(num_cpus=2, include_dashboard=False, runtime_env=ray_runtime_env(num_threads=1), log_to_driver=False)

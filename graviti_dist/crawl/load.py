@@ -19,7 +19,7 @@ from graviti_dist.crawl.parquet import Shards, check_columns, open_shards, read_
 from graviti_dist.crawl.schema import CrawlSchema, Relation, load_schema
 from graviti_dist.crawl.tables import Crawl, EdgeTable, LoadReport, NodeTable, TaskLabels
 from graviti_dist.errors import GravitiError, examples
-from graviti_dist.memory import release_free_memory
+from graviti_dist.runtime.memory import release_free_memory
 
 Dedupe = Literal["error", "first"]
 

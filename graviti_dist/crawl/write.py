@@ -1,4 +1,5 @@
-"""Write crawls atomically: a temporary sibling directory renamed when complete.
+"""Write crawls atomically: a temporary sibling directory renamed when complete
+(``runtime.output``'s staging, publishing each shard as it goes).
 
 A run that dies leaves at most a hidden ``.NAME.tmp-*`` directory, never a
 crawl that looks finished; an existing crawl is replaced only with
@@ -7,40 +8,14 @@ crawl that looks finished; an existing crawl is replaced only with
 
 from __future__ import annotations
 
-import os
 import shutil
-import uuid
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from graviti_dist.crawl.schema import SCHEMA_FILE, CrawlSchema
-from graviti_dist.errors import GravitiError
-
-
-def staging_dir(out: Path) -> Path:
-    """A fresh hidden sibling of ``out`` to build into."""
-    return out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
-def check_output(out: Path, overwrite: bool) -> None:
-    """Refuse to write over an existing path unless ``overwrite``."""
-    if out.exists() and not overwrite:
-        raise GravitiError(f"{out}: already exists; choose another --out or pass --overwrite")
-    if not out.parent.exists():
-        raise GravitiError(f"{out.parent}: parent directory of the output does not exist")
-
-
-def publish(tmp: Path, out: Path) -> None:
-    """Move the finished ``tmp`` into place, replacing ``out`` if it exists."""
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-        out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out)
+from graviti_dist.runtime.output import check_output, publish, staging_dir
 
 
 class CrawlWriter:

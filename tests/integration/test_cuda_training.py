@@ -4,11 +4,11 @@ DGL, the plain-torch model on CUDA. Skipped where torch sees no GPU."""
 import pytest
 
 from graviti_dist.crawl.synthetic import SyntheticSpec
-from graviti_dist.generate import generate_crawl
+from graviti_dist.crawl.generate import generate_crawl
 from graviti_dist.model import EncoderConfig
 from graviti_dist.partition import PartitionSpec, partition_crawl
 from graviti_dist.sampling import load_worker_partition
-from graviti_dist.worker_loop import fit_local
+from graviti_dist.train.loop import fit_local
 
 pytestmark = pytest.mark.gpu
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from graviti_dist.crawl.synthetic import SyntheticSpec
-from graviti_dist.generate import generate_crawl
+from graviti_dist.crawl.generate import generate_crawl
 from graviti_dist.model import EncoderConfig
 from graviti_dist.partition import PartitionSpec, partition_crawl
 from graviti_dist.sampling import NodeMinibatches, load_worker_partition
-from graviti_dist.worker_loop import fit_local
+from graviti_dist.train.loop import fit_local
 
 
 @pytest.fixture(scope="module")

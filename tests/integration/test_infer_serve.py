@@ -20,8 +20,8 @@ import requests
 from graviti_dist.cli import main
 from graviti_dist.crawl.synthetic import SyntheticSpec
 from graviti_dist.errors import GravitiError
-from graviti_dist.generate import generate_crawl
-from graviti_dist.inference import run_inference
+from graviti_dist.crawl.generate import generate_crawl
+from graviti_dist.infer import run_inference
 from graviti_dist.partition import PartitionSpec, partition_crawl
 
 
@@ -107,8 +107,8 @@ def _service(run, parts, max_ids=64):
     """graviti serve's app on a real uvicorn server on a free loopback port."""
     import uvicorn
 
-    from graviti_dist.predictor import Predictor
-    from graviti_dist.serve import create_app
+    from graviti_dist.infer.predictor import Predictor
+    from graviti_dist.infer.serve import create_app
 
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(Predictor(run, parts), max_ids=64), host="127.0.0.1", port=port,

@@ -7,10 +7,10 @@ import sys
 import pytest
 
 from graviti_dist.cli import main
-from graviti_dist.config import load_train_config
+from graviti_dist.train.config import load_train_config
 from graviti_dist.crawl.synthetic import SyntheticSpec
 from graviti_dist.errors import GravitiError
-from graviti_dist.generate import generate_crawl
+from graviti_dist.crawl.generate import generate_crawl
 from graviti_dist.partition import PartitionSpec, partition_crawl
 from graviti_dist.train import fit
 

@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from graviti_dist.crawl.synthetic import SyntheticSpec
-from graviti_dist.generate import generate_crawl
+from graviti_dist.crawl.generate import generate_crawl
 from graviti_dist.partition import PartitionSpec, partition_crawl
 
 SMALL = ["model.hidden=16", "model.heads=2", "tasks=[interest, influence, is_bot, is_rumor]"]
@@ -118,12 +118,12 @@ def test_one_and_two_workers_reach_the_same_metrics(crawl_parts, tmp_path):
 
 
 def test_relations_switch_between_a_typed_and_a_plain_gat(crawl_parts):
-    from graviti_dist.config import TrainConfig, encoder_config
+    from graviti_dist.train.config import TrainConfig, encoder_config
     from graviti_dist.sampling import load_worker_partition
-    from graviti_dist.worker_loop import build_model
+    from graviti_dist.train.loop import build_model
 
     part = load_worker_partition(crawl_parts / "parts2", 0)
-    relations = len(part.manifest["etypes"])
+    relations = len(part.manifest.etypes)
     assert relations > 1
     for setting, expected in ((True, relations), (False, None)):
         config = TrainConfig(partitions=str(crawl_parts / "parts2"), model={"relations": setting})

@@ -5,7 +5,8 @@ import sys
 
 import torch
 
-from graviti_dist import _dgl, worker_setup
+from graviti_dist import _dgl
+from graviti_dist.runtime import worker_setup
 
 
 def _run(code: str) -> subprocess.CompletedProcess:
@@ -48,7 +49,7 @@ def test_setup_hook_imports_nothing_heavy_and_fixes_the_first_dgl_import():
     code = (
         "import sys, os\n"
         "os.environ['GRAVITI_NUM_THREADS'] = '1'\n"
-        "from graviti_dist.worker_setup import setup_worker\n"
+        "from graviti_dist.runtime.worker_setup import setup_worker\n"
         "setup_worker()\n"
         "assert 'torch' not in sys.modules and 'dgl' not in sys.modules, 'the hook imported torch or DGL'\n"
         "assert os.environ['OMP_NUM_THREADS'] == '1'\n"

@@ -3,7 +3,7 @@ import torch
 
 from graviti_dist._dgl import dgl
 from graviti_dist.crawl.load import load_crawl
-from graviti_dist.graph import build_graph, to_homogeneous
+from graviti_dist.partition.graph import build_graph, to_homogeneous
 
 
 def test_typed_graph_has_both_directions_and_data(small_crawl):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from graviti_dist._dgl import dgl
-from graviti_dist.halo import plan_halo
+from graviti_dist.partition.halo import plan_halo
 
 
 def partition_with_halo(g, node_part, num_hops, num_parts=None):

@@ -4,7 +4,7 @@ import numpy as np
 import psutil
 import pytest
 
-from graviti_dist.memory import _malloc_trim, release_free_memory
+from graviti_dist.runtime.memory import _malloc_trim, release_free_memory
 
 
 def _rss_mb() -> float:

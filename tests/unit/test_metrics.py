@@ -11,7 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from sklearn.metrics import roc_auc_score
 
-from graviti_dist.metrics import TaskMetric, torch_distributed_gather
+from graviti_dist.train.metrics import TaskMetric, torch_distributed_gather
 
 
 def test_binary_and_regression_and_multiclass():

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from graviti_dist._dgl import dgl
 from graviti_dist.crawl.load import load_crawl
-from graviti_dist.graph import build_graph
+from graviti_dist.partition.graph import build_graph
 from graviti_dist.model import Block, EncoderConfig, GATLayer, NodeInputSpec, TypedFeatures, build_encoder
 from graviti_dist.model.ops import KERNELS_ENV, aggregate, aggregate_reference, aggregate_shared, edge_softmax, elu, headwise_linear
 

@@ -14,9 +14,9 @@ from graviti_dist._dgl import dgl
 from graviti_dist.cli import main
 from graviti_dist.crawl.synthetic import SyntheticSpec
 from graviti_dist.errors import GravitiError
-from graviti_dist.generate import generate_crawl
+from graviti_dist.crawl.generate import generate_crawl
 from graviti_dist.partition import PartitionSpec, partition_crawl, resolve_executor
-from graviti_dist.partition_check import check_partitions
+from graviti_dist.partition.check import check_partitions
 from tests.conftest import small_schema, small_tables, write_crawl
 
 
@@ -176,11 +176,14 @@ def test_invalid_crawl_leaves_nothing(tmp_path, ray_local):
     _no_leftovers(out)
 
 
-def test_more_parts_than_nodes_and_empty_crawl(tmp_path, ray_local):
+def test_more_parts_than_nodes_and_empty_crawl(tmp_path, ray_local, capsys):
     nodes, edges = small_tables()
     crawl = write_crawl(tmp_path / "crawl", small_schema(), nodes, edges)
-    with pytest.raises(GravitiError, match="--num-parts 50 is more than the crawl's 7 nodes"):
+    # The library names the field; the CLI the flag.
+    with pytest.raises(GravitiError, match="^num_parts 50 is more than the crawl's 7 nodes"):
         partition_crawl(crawl, tmp_path / "p1", PartitionSpec(num_parts=50))
+    assert main(["partition", str(crawl), "--out", str(tmp_path / "p1"), "--num-parts", "50"]) == 2
+    assert "--num-parts 50 is more than the crawl's 7 nodes" in capsys.readouterr().err
     empty_nodes = {t: [tables[0].slice(0, 0)] for t, tables in nodes.items()}
     empty_edges = {r: [tables[0].slice(0, 0)] for r, tables in edges.items()}
     empty = write_crawl(tmp_path / "empty", small_schema(), empty_nodes, empty_edges)

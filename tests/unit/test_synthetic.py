@@ -14,7 +14,7 @@ import pytest
 from graviti_dist.cli import main
 from graviti_dist.crawl.load import load_crawl
 from graviti_dist.crawl.synthetic import BLOCK_USERS, SyntheticSpec
-from graviti_dist.generate import generate_crawl
+from graviti_dist.crawl.generate import generate_crawl
 
 USERS = 3 * BLOCK_USERS + 500  # several blocks, the last one partial
 
@@ -122,7 +122,7 @@ def test_cli_bad_arguments(tmp_path, capsys):
 def _peak_rss_mb(out: Path, users: int, shard_rows: int) -> float:
     code = textwrap.dedent(f"""
         import resource, json
-        from graviti_dist.generate import generate_crawl
+        from graviti_dist.crawl.generate import generate_crawl
         from graviti_dist.crawl.synthetic import SyntheticSpec
         r = generate_crawl({str(out)!r}, SyntheticSpec(users={users}), shard_rows={shard_rows}, progress=False)
         print(json.dumps({{"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "edges": r["edges"]}}))

@@ -9,46 +9,42 @@ this) and a single id costs one small block, not an L-hop neighbourhood.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import defaultdict
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import torch
 
-from graviti_dist.errors import GravitiError
-from graviti_dist.inference import (PartitionInference, Recommender, check_depth, load_run, original_units,
-                                    raw_ids_of_inner, trained_model)
-from graviti_dist.partition_check import MANIFEST
+from graviti_dist.infer.layerwise import PartitionInference, check_depth, original_units, raw_ids_of_inner, trained_model
+from graviti_dist.infer.recommend import Recommender
+from graviti_dist.partition import PartitionSet, TaskInfo
 from graviti_dist.sampling import load_worker_partition
+from graviti_dist.train import load_run
 
 
 class Predictor:
     """Per-id, per-task predictions of a trained run over a partition set."""
 
     def __init__(self, run_path: str | Path, part_dir: str | Path, device: str = "cpu"):
-        part_dir = Path(part_dir)
-        if not (part_dir / MANIFEST).exists():
-            raise GravitiError(f"{part_dir}: not a partition set (no {MANIFEST}); run graviti partition first")
+        part_set = PartitionSet(part_dir)
+        self.manifest = part_set.read_manifest()
         self.run = load_run(run_path)
-        self.manifest = json.loads((part_dir / MANIFEST).read_text())
-        check_depth(self.run, self.manifest, part_dir)
-        parts = [load_worker_partition(part_dir, p) for p in range(self.manifest["spec"]["num_parts"])]
+        check_depth(self.run, self.manifest, part_set)
+        parts = [load_worker_partition(part_dir, p) for p in range(self.manifest.num_parts)]
         model = trained_model(self.run, parts[0], device)
         self.inference = [PartitionInference(part, model, device) for part in parts]
         self.hidden = [inf.hidden(inf.num_layers - 1) for inf in self.inference]
-        self.tasks = {t["name"]: t for t in self.manifest["tasks"] if t["name"] in model.specs and t["type"] != "link"}
+        self.tasks = {t.name: t for t in self.manifest.node_tasks if t.name in model.specs}
         self.index: dict[tuple[str, str], tuple[int, int]] = {}
         self.types_of: dict[str, list[str]] = defaultdict(list)
-        owned = [raw_ids_of_inner(part_dir, part, p) for p, part in enumerate(parts)]
+        owned = [raw_ids_of_inner(part_set, part, p) for p, part in enumerate(parts)]
         for p, part in enumerate(parts):
             for t, (nodes, raw_ids) in owned[p].items():
                 node_type = part.ntypes[t]
                 for local, raw in zip(nodes.tolist(), raw_ids.to_pylist()):
                     self.index[(node_type, str(raw))] = (p, local)
                     self.types_of[str(raw)].append(node_type)
-        self.recommenders = self._recommenders(part_dir, parts, owned)
+        self.recommenders = self._recommenders(part_set, parts, owned)
         self.lock = threading.Lock()  # one request's forward at a time: predictable latency, no thread oversubscription
 
     @property
@@ -59,8 +55,8 @@ class Predictor:
                 embedding: bool = False) -> dict:
         """``{"predictions": {id: {...}}, "unknown": {id: reason}}``; raises ValueError for a bad task or node type."""
         wanted = self._tasks(tasks)
-        if node_type is not None and node_type not in self.manifest["ntypes"]:
-            raise ValueError(f"node_type {node_type!r} is not one of {self.manifest['ntypes']}")
+        if node_type is not None and node_type not in self.manifest.ntypes:
+            raise ValueError(f"node_type {node_type!r} is not one of {self.manifest.ntypes}")
         unknown: dict[str, str] = {}
         by_part: dict[int, list[tuple[str, str, int]]] = defaultdict(list)
         for raw in dict.fromkeys(ids):  # each id once, in the order asked
@@ -79,21 +75,21 @@ class Predictor:
                 for i, (raw, ntype, _) in enumerate(items):
                     entry = {"node_type": ntype, "predictions": {
                         name: format_prediction(self.tasks[name], preds[name][i])
-                        for name in wanted if self.tasks[name]["node_type"] == ntype}}
+                        for name in wanted if self.tasks[name].node_type == ntype}}
                     if embedding:
                         entry["embedding"] = emb[i].tolist()
                     answers[raw] = entry
         return {"predictions": {raw: answers[raw] for raw in dict.fromkeys(ids) if raw in answers}, "unknown": unknown}
 
-    def _recommenders(self, part_dir: Path, parts, owned: list[dict]) -> dict[str, Recommender]:
+    def _recommenders(self, part_set: PartitionSet, parts, owned: list[dict]) -> dict[str, Recommender]:
         """Per link task: every node's final embedding in type-id order, for top-k over all destinations."""
-        links = [t for t in self.manifest["tasks"] if t["type"] == "link" and f"heads.{t['name']}.src_proj.weight" in self.run.state]
+        links = [t for t in self.manifest.link_tasks if f"heads.{t.name}.src_proj.weight" in self.run.state]
         if not links:
             return {}
         self.type_id_of: dict[tuple[str, str], int] = {}
-        emb = {t: torch.zeros(0) for t in self.manifest["ntypes"]}
-        for t in self.manifest["ntypes"]:
-            id_map = pq.read_table(part_dir / "id_map" / f"{t}.parquet", columns=["raw_id"])["raw_id"].to_pylist()
+        emb = {t: torch.zeros(0) for t in self.manifest.ntypes}
+        for t in self.manifest.ntypes:
+            id_map = part_set.read_id_map(t, columns=["raw_id"])["raw_id"].to_pylist()
             self.type_id_of.update({(t, str(raw)): i for i, raw in enumerate(id_map)})
             emb[t] = torch.zeros(len(id_map), self.inference[0].model.encoder.out_dim)
         for p, (inference, part) in enumerate(zip(self.inference, parts)):
@@ -104,8 +100,8 @@ class Predictor:
                 emb[name][rows] = final
         out = {}
         for task in links:
-            relation = self.manifest["schema"]["relations"][task["relation"]]
-            out[task["name"]] = Recommender(self.run, part_dir, self.manifest, task, emb[relation["src"]], emb[relation["dst"]])
+            relation = self.manifest.relation(task.relation)
+            out[task.name] = Recommender(self.run, part_set, self.manifest, task, emb[relation.src], emb[relation.dst])
         return out
 
     def recommend(self, user_id: str, k: int, task: str | None = None) -> dict:
@@ -136,14 +132,14 @@ class Predictor:
         return list(dict.fromkeys(tasks))
 
 
-def format_prediction(task: dict, value: torch.Tensor) -> dict:
+def format_prediction(task: TaskInfo, value: torch.Tensor) -> dict:
     """One node's prediction for ``task`` as JSON: class + probabilities, probability, or value."""
-    if task["type"] == "multiclass":
-        classes = task.get("classes") or [str(i) for i in range(value.numel())]
+    if task.type == "multiclass":
+        classes = task.classes or [str(i) for i in range(value.numel())]
         probabilities = {str(c): float(p) for c, p in zip(classes, value.tolist())}
         return {"class": classes[int(value.argmax())], "probabilities": probabilities}
-    if task["type"] == "multilabel":
+    if task.type == "multilabel":
         return {"probabilities": [float(p) for p in value.tolist()]}
-    if task["type"] == "binary":
+    if task.type == "binary":
         return {"probability": float(value)}
     return {"value": float(original_units(task, value))}

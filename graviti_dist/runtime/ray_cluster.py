@@ -12,7 +12,7 @@ import os
 import socket
 from typing import Iterator
 
-from graviti_dist.runtime_env import ray_runtime_env
+from graviti_dist.runtime.runtime_env import ray_runtime_env
 from graviti_dist.errors import GravitiError
 
 
@@ -61,6 +61,21 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None, num_
         yield
     finally:
         ray.shutdown()
+
+
+def run_tasks(function, calls: list[tuple]) -> list:
+    """``function(*args)`` for each ``args`` in ``calls`` as Ray tasks on the current session, results in order."""
+    import ray
+
+    remote = ray.remote(function)
+    return ray_get([remote.remote(*args) for args in calls])
+
+
+def cluster_cpus() -> int:
+    """CPUs of the Ray cluster this process is connected to (at least 1)."""
+    import ray
+
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
 def ray_get(refs):

@@ -13,36 +13,23 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 
 from graviti_dist._dgl import dgl
-from graviti_dist.crawl.load import load_crawl
-from graviti_dist.crawl.tables import Crawl
+from graviti_dist.crawl import Crawl, load_crawl
 from graviti_dist.errors import GravitiError
-from graviti_dist.graph import build_graph
-from graviti_dist.splits import SPLIT_NAMES, TRAIN, assign_splits
-
-MANIFEST = "manifest.json"
-HALO_FEATS = "halo_feat.dgl"
+from graviti_dist.partition.graph import build_graph
+from graviti_dist.partition.layout import PartitionSet
+from graviti_dist.partition.splits import assign_splits, message_passing_crawl, split_masks
 
 
-def message_passing_crawl(crawl: Crawl, link_splits: dict[str, np.ndarray]) -> Crawl:
-    """The crawl without validation/test link edges: a model must not see the edges it is tested on."""
-    edges = dict(crawl.edges)
-    for task in crawl.schema.tasks:
-        if task.type == "link":
-            edges[task.relation] = edges[task.relation].select(link_splits[task.name] == TRAIN)
-    return Crawl(crawl.schema, crawl.nodes, edges, crawl.labels, crawl.report)
-
-
-def _message_passing_graph(crawl: Crawl, part_dir: Path):
+def _message_passing_graph(crawl: Crawl, parts: PartitionSet):
     link_splits = {}
     for task in crawl.schema.tasks:
         if task.type == "link":
-            split = pq.read_table(part_dir / "link_splits" / f"{task.name}.parquet")["split"].to_numpy()
+            split = parts.read_link_split(task.name)["split"].to_numpy()
             if len(split) != len(crawl.edges[task.relation]):
-                raise GravitiError(f"{part_dir}: link split of task {task.name!r} has {len(split)} rows, "
+                raise GravitiError(f"{parts.link_split_path(task.name)}: link split of task {task.name!r} has {len(split)} rows, "
                                    f"the crawl {len(crawl.edges[task.relation])} edges")
             link_splits[task.name] = split
     return build_graph(message_passing_crawl(crawl, link_splits))
@@ -51,31 +38,29 @@ def _message_passing_graph(crawl: Crawl, part_dir: Path):
 def check_partitions(part_dir: str | Path, crawl_dir: str | Path | None = None) -> dict:
     """Verify ``part_dir``; returns a summary, raises GravitiError listing every failed check."""
     part_dir = Path(part_dir)
-    manifest_path = part_dir / MANIFEST
-    if not manifest_path.is_file():
-        raise GravitiError(f"{part_dir}: no {MANIFEST}; not a finished partition set")
-    manifest = json.loads(manifest_path.read_text())
-    crawl_dir = Path(crawl_dir or manifest["crawl"])
-    config = part_dir / manifest["part_config"]
+    parts = PartitionSet(part_dir)
+    manifest = parts.read_manifest()
+    crawl_dir = Path(crawl_dir or manifest.crawl)
+    config = parts.part_config
     metadata = json.loads(config.read_text())
     crawl = load_crawl(crawl_dir)
-    graph = _message_passing_graph(crawl, part_dir)
-    spec = manifest["spec"]
+    graph = _message_passing_graph(crawl, parts)
+    spec = manifest.spec
     for task in crawl.schema.tasks:  # splits are deterministic: recompute them from the recorded seed
         if task.type != "link":
-            split = assign_splits(crawl.labels[task.name].mask, tuple(spec["split"]), spec["seed"], task.name)
-            for i, split_name in enumerate(SPLIT_NAMES):
-                graph.nodes[task.node_type].data[f"{split_name}_{task.name}"] = torch.from_numpy(split == i)
-    ntypes, etypes = manifest["ntypes"], [tuple(e) for e in manifest["etypes"]]
+            split = assign_splits(crawl.labels[task.name].mask, spec.split, spec.seed, task.name)
+            for key, mask in split_masks({task.name: split}).items():
+                graph.nodes[task.node_type].data[key] = torch.from_numpy(mask)
+    ntypes, etypes = manifest.ntypes, [tuple(e) for e in manifest.etypes]
     hops, num_parts = metadata["halo_hops"], metadata["num_parts"]
     type_of_shuffled = np.empty(metadata["num_nodes"], dtype=np.int64)
     tid_of_shuffled = np.empty(metadata["num_nodes"], dtype=np.int64)
     for t, name in enumerate(ntypes):
-        id_map = pq.read_table(part_dir / "id_map" / f"{name}.parquet")
+        id_map = parts.read_id_map(name)
         shuffled = id_map["shuffled_id"].to_numpy()
         type_of_shuffled[shuffled], tid_of_shuffled[shuffled] = t, id_map["type_id"].to_numpy()
         if id_map["raw_id"].to_pylist() != crawl.nodes[name].ids.to_pylist():
-            raise GravitiError(f"{part_dir}/id_map/{name}.parquet: raw ids differ from the crawl's {crawl_dir}")
+            raise GravitiError(f"{parts.id_map_path(name)}: raw ids differ from the crawl's {crawl_dir}")
     problems: list[str] = []
     owners = np.zeros(metadata["num_nodes"], dtype=np.int64)
     edge_owners = np.zeros(metadata["num_edges"], dtype=np.int64)
@@ -106,7 +91,7 @@ def check_partitions(part_dir: str | Path, crawl_dir: str | Path | None = None) 
                     values = torch.zeros(len(local))
                 columns.append(values.numpy().astype(np.float64))
             got_pairs[canonical].append(np.stack(columns))
-        halo_feats = dgl.data.utils.load_tensors(str(part_dir / f"part{i}" / HALO_FEATS))
+        halo_feats = dgl.data.utils.load_tensors(str(parts.halo_feats(i)))
         for t, name in enumerate(ntypes):
             for is_inner, feats in ((True, node_feats), (False, halo_feats)):
                 local = np.flatnonzero((inner == is_inner) & (part.ndata[dgl.NTYPE].numpy() == t))

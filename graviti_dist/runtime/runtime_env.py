@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 THREADS_ENV = "GRAVITI_NUM_THREADS"
-WORKER_SETUP_HOOK = "graviti_dist.worker_setup.setup_worker"
+WORKER_SETUP_HOOK = "graviti_dist.runtime.worker_setup.setup_worker"
 
 
 def ray_runtime_env(num_threads: int | None = None, extra_env: dict[str, str] | None = None) -> dict:

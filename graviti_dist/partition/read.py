@@ -1,19 +1,17 @@
 """The read stage of ``graviti partition`` on Ray: node types, then relations, as parallel tasks.
 
-Kept apart from :mod:`graviti_dist.partition` on purpose: a Ray task's function is imported by
+Kept apart from :mod:`graviti_dist.partition.build` on purpose: a Ray task's function is imported by
 module in the worker, and this module needs only pyarrow (no torch, no DGL), so reader workers
-start in a fraction of a second (see :mod:`graviti_dist.worker_setup`).
+start in a fraction of a second (see :mod:`graviti_dist.runtime.worker_setup`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from graviti_dist.crawl.load import Dedupe, load_edge_table, load_node_table
-from graviti_dist.crawl.schema import load_schema
-from graviti_dist.crawl.tables import Crawl, LoadReport
-from graviti_dist.memory import release_free_memory
-from graviti_dist.ray_cluster import ray_get
+from graviti_dist.crawl import Crawl, Dedupe, LoadReport, load_edge_table, load_node_table, load_schema
+from graviti_dist.runtime.memory import release_free_memory
+from graviti_dist.runtime.ray_cluster import ray_get
 
 
 def _decode_on_every_core() -> None:

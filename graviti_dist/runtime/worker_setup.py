@@ -23,7 +23,7 @@ import os
 import sys
 import types
 
-from graviti_dist.runtime_env import THREADS_ENV
+from graviti_dist.runtime.runtime_env import THREADS_ENV
 
 log = logging.getLogger(__name__)
 

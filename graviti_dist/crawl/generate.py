@@ -6,6 +6,7 @@ schedules blocks and publishes the crawl atomically.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import asdict
@@ -16,6 +17,7 @@ from tqdm import tqdm
 from graviti_dist.crawl.schema import schema_from_dict
 from graviti_dist.crawl.synthetic import SyntheticSpec, generate_blocks, schema_dict
 from graviti_dist.crawl.write import CrawlWriter, write_shard
+from graviti_dist.runtime.ray_cluster import cluster_cpus, ray_session, run_tasks
 
 DEFAULT_SHARD_ROWS = 1_000_000
 
@@ -61,25 +63,17 @@ def generate_crawl(
 
 
 def _generate_with_ray(spec: SyntheticSpec, root: Path, shard_rows: int, address: str | None) -> dict:
-    # Ray is imported here only: the in-process path must run where Ray is absent (GPU images).
-    import ray
-
-    from graviti_dist.ray_cluster import ray_session
-
-    generate_chunk = ray.remote(_generate_chunk)
+    # Ray is imported inside ray_cluster's functions only: the in-process path runs where Ray is absent (GPU images).
     with ray_session(address):
-        workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        per_chunk = max(1, -(-spec.num_blocks // (4 * workers)))  # ~4 chunks per CPU evens out stragglers
+        per_chunk = max(1, -(-spec.num_blocks // (4 * cluster_cpus())))  # ~4 chunks per CPU evens out stragglers
         chunks = [(b, min(b + per_chunk, spec.num_blocks)) for b in range(0, spec.num_blocks, per_chunk)]
-        refs = [generate_chunk.remote(spec, a, b, str(root), shard_rows, f"{i:05d}") for i, (a, b) in enumerate(chunks)]
-        totals: dict = {}
-        for part in ray.get(refs):
-            for key, n in part.items():
-                totals[key] = totals.get(key, 0) + n
+        results = run_tasks(_generate_chunk, [(spec, a, b, str(root), shard_rows, f"{i:05d}") for i, (a, b) in enumerate(chunks)])
+    totals: dict = {}
+    for part in results:
+        for key, n in part.items():
+            totals[key] = totals.get(key, 0) + n
     return totals
 
 
 def _provenance(spec: SyntheticSpec, shard_rows: int) -> str:
-    import json
-
     return json.dumps({"generator": "graviti_dist.crawl.synthetic", "spec": asdict(spec), "shard_rows": shard_rows}, indent=2)

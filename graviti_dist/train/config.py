@@ -5,7 +5,6 @@ Imports nothing heavy, so a config can be checked without DGL, Ray or a GPU.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
@@ -13,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from graviti_dist.errors import GravitiError
+from graviti_dist.partition import Manifest, read_manifest  # the face is lazy: pydantic and pyarrow only
 
 
 class _Strict(BaseModel):
@@ -54,7 +54,7 @@ class EarlyStopping(_Strict):
 
 class TrainConfig(_Strict):
     partitions: str = Field(description="a partition set from graviti partition")
-    out: str = Field("runs/train", description="run directory: config, metrics.jsonl, plots, checkpoints")
+    out: str = Field("runs/train", description="run directory: config, epoch records, plots, checkpoints (train/run_dir.py)")
     tasks: list[str] | None = Field(None, description="subset of the partition set's tasks (default: all)")
     task_weights: dict[str, float] = Field(default_factory=dict)
     balancing: Literal["static", "uncertainty", "dwa"] = "uncertainty"
@@ -119,24 +119,20 @@ def load_train_config(path: str | Path | None, overrides: list[str] = (), base: 
         raise _errors(exc, source) from None
 
 
-def check_against_partitions(config: TrainConfig) -> dict:
+def check_against_partitions(config: TrainConfig) -> Manifest:
     """Validate the config against the partition set's manifest; returns the manifest."""
     part_dir = Path(config.partitions)
-    manifest_path = part_dir / "manifest.json"
-    if not manifest_path.is_file():
-        raise GravitiError(f"partitions: {part_dir} is not a finished partition set (no manifest.json)")
-    manifest = json.loads(manifest_path.read_text())
-    all_tasks = [t["name"] for t in manifest["tasks"]]
+    manifest = read_manifest(part_dir)
+    all_tasks = [t.name for t in manifest.tasks]
     for name in (config.tasks or []) + list(config.task_weights):
         if name not in all_tasks:
             raise GravitiError(f"tasks: {name!r} is not a task of {part_dir} (tasks there: {all_tasks})")
-    hops = manifest["spec"]["num_hops"]
+    hops = manifest.num_hops
     if len(config.model.fanouts) > hops:
-        raise GravitiError(f"model.fanouts: {len(config.model.fanouts)} layers need a halo of {len(config.model.fanouts)} hops, "
-                           f"but {part_dir} was partitioned with --num-hops {hops}")
-    parts = manifest["spec"]["num_parts"]
-    if config.num_workers > parts:
-        raise GravitiError(f"num_workers: {config.num_workers} workers but {part_dir} has only {parts} partitions")
+        raise GravitiError(f"model.fanouts: {len(config.model.fanouts)} layers need a halo of {len(config.model.fanouts)} "
+                           f"hops, but {part_dir} was partitioned with num_hops {hops}")
+    if config.num_workers > manifest.num_parts:
+        raise GravitiError(f"num_workers: {config.num_workers} workers but {part_dir} has only {manifest.num_parts} partitions")
     if config.early_stopping is not None:
         task, _, metric = config.early_stopping.metric.partition("/")
         if task not in all_tasks or not metric:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from graviti_dist._dgl import dgl
-from graviti_dist.crawl.tables import Crawl, NodeTable, TaskLabels
+from graviti_dist.crawl import Crawl, NodeTable, TaskLabels
 
 REVERSE_PREFIX = "rev_"
 

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from graviti_dist.train.run_dir import RunDir
 
-def plot_run(run_dir: str | Path) -> list[Path]:
-    """Write ``losses.png`` and ``metrics.png`` next to ``metrics.jsonl``; returns the files written."""
-    import matplotlib
+
+def plot_run(run: RunDir) -> list[Path]:
+    """Write the run's loss and validation-metric plots from its epoch records; returns the files written."""
+    import matplotlib  # here: only a finished run pays for importing matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    run_dir = Path(run_dir)
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    records = run.read_records()
     if not records:
         return []
     epochs = [r["epoch"] for r in records]
@@ -30,7 +30,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     for ax in (losses, weights):
         ax.legend(fontsize=7)
     fig.tight_layout()
-    written.append(run_dir / "losses.png")
+    written.append(run.losses_plot)
     fig.savefig(written[-1], dpi=110)
     plt.close(fig)
 
@@ -45,7 +45,7 @@ def plot_run(run_dir: str | Path) -> list[Path]:
             ax.set(xlabel="epoch", title=f"{task} (validation)")
             ax.legend(fontsize=7)
         fig.tight_layout()
-        written.append(run_dir / "metrics.png")
+        written.append(run.metrics_plot)
         fig.savefig(written[-1], dpi=110)
         plt.close(fig)
     return written

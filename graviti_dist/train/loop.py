@@ -1,4 +1,5 @@
-"""The per-worker training loop, runnable without Ray (Ray Train wraps it in the training issue).
+"""The per-worker training loop, runnable without Ray: the one epoch loop that both
+:func:`fit_local` (one process) and the Ray Train worker (``trainer.py``) run.
 
 Builds the multi-task model for a partition's tasks, runs epochs of
 minibatches and evaluates with exact metrics; ``gather`` lets the same code
@@ -8,30 +9,31 @@ reduce metrics across DDP workers.
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
 
 import torch
 
-from graviti_dist.metrics import Gather, TaskMetric, single_worker
 from graviti_dist.model import EncoderConfig, MiniBatch, MultiTaskModel, TaskSpec, build_balancer, build_encoder
 from graviti_dist.sampling import MinibatchStream, NodeMinibatches, WorkerPartition, to_model
+from graviti_dist.train.metrics import Gather, TaskMetric, single_worker
 
 
 def task_specs(part: WorkerPartition) -> list[TaskSpec]:
     """Head specs for the partition's tasks (node tasks with the partitioner's training statistics, link tasks)."""
     type_id = {name: i for i, name in enumerate(part.ntypes)}
     specs = []
-    relations = part.manifest["schema"]["relations"]
-    for task in part.manifest["tasks"]:
-        if task["type"] == "link":
-            relation = relations[task["relation"]]
-            specs.append(TaskSpec(name=task["name"], type="link", node_type=type_id[relation["src"]],
-                                  dst_node_type=type_id[relation["dst"]]))
+    for task in part.manifest.tasks:
+        if task.is_link:
+            relation = part.manifest.relation(task.relation)
+            specs.append(TaskSpec(name=task.name, type="link", node_type=type_id[relation.src],
+                                  dst_node_type=type_id[relation.dst]))
             continue
         specs.append(TaskSpec(
-            name=task["name"], type=task["type"], node_type=type_id[task["node_type"]],
-            num_classes=len(task.get("classes") or []) or (task.get("num_classes") or 2),
-            width=task.get("width") or 1, target_mean=task.get("train_mean", 0.0), target_std=task.get("train_std", 1.0),
+            name=task.name, type=task.type, node_type=type_id[task.node_type],
+            num_classes=len(task.classes or []) or (task.num_classes or 2), width=task.width or 1,
+            target_mean=task.train_mean if task.train_mean is not None else 0.0,
+            target_std=task.train_std if task.train_std is not None else 1.0,
         ))
     return specs
 
@@ -40,7 +42,7 @@ def build_model(part: WorkerPartition, encoder: EncoderConfig, balancing: str = 
                 weights: dict[str, float] | None = None) -> MultiTaskModel:
     """The multi-task model for the partition's node tasks (or the ``tasks`` subset), weights into the balancer."""
     specs = [s for s in task_specs(part) if tasks is None or s.name in tasks]
-    relations = len(part.manifest["etypes"]) if encoder.typed_relations else 1
+    relations = len(part.manifest.etypes) if encoder.typed_relations else 1
     encoder = EncoderConfig(**{**encoder.__dict__, "num_relations": relations})
     return MultiTaskModel(build_encoder(encoder, part.inputs), specs, build_balancer(balancing, [s.name for s in specs], weights))
 
@@ -55,18 +57,34 @@ def train_step(model: torch.nn.Module, batch: MiniBatch, optimizer: torch.optim.
     return losses
 
 
-def train_epoch(model: MultiTaskModel, batches: Iterable[MiniBatch], optimizer: torch.optim.Optimizer,
-                device: torch.device | str = "cpu") -> dict[str, float]:
-    """One pass over ``batches`` (sampled in the background); returns each task's mean loss."""
+@dataclass
+class EpochTotals:
+    """What one worker's epoch adds up: steps, node-task seeds and each task's summed loss."""
+
+    steps: int = 0
+    seeds: int = 0
+    loss_sums: dict[str, torch.Tensor] = field(default_factory=dict)  # on the device: no per-step wait for the GPU
+
+    def add(self, batch: MiniBatch, losses: dict[str, torch.Tensor]) -> None:
+        self.steps += 1
+        self.seeds += batch.num_seeds
+        for name, loss in losses.items():
+            self.loss_sums[name] = self.loss_sums.get(name, 0.0) + loss.detach()
+
+    def mean_losses(self) -> dict[str, float]:
+        return {name: float(value) / max(self.steps, 1) for name, value in self.loss_sums.items()}
+
+
+def train_epoch(model: torch.nn.Module, batches: Iterable[MiniBatch], optimizer: torch.optim.Optimizer,
+                device: torch.device | str = "cpu", on_step: Callable[[], None] | None = None) -> EpochTotals:
+    """One pass over ``batches``: a step each (``model`` may be DDP-wrapped), ``on_step`` after each."""
     model.train()
-    sums: dict[str, torch.Tensor] = {}
-    count = 0
+    totals = EpochTotals()
     for batch in to_model(batches, device):
-        losses = train_step(model, batch, optimizer)
-        for name, loss in losses.items():  # summed on the device: no per-step wait for the GPU
-            sums[name] = sums.get(name, 0.0) + loss.detach()
-        count += 1
-    return {name: float(value) / max(count, 1) for name, value in sums.items()}
+        totals.add(batch, train_step(model, batch, optimizer))
+        if on_step is not None:
+            on_step()
+    return totals
 
 
 def make_optimizer(params, lr: float, weight_decay: float = 0.0, device: torch.device | str = "cpu") -> torch.optim.Optimizer:
@@ -110,7 +128,7 @@ def fit_local(part: WorkerPartition, encoder: EncoderConfig, *, epochs: int, fan
     stream = MinibatchStream([train], workers=sampler_workers, pin_memory=torch.device(device).type == "cuda")
     history = []
     for _ in range(epochs):
-        losses = train_epoch(model, stream.epoch(len(train)), optimizer, device)
+        losses = train_epoch(model, stream.epoch(len(train)), optimizer, device).mean_losses()
         model.balancer.end_epoch(losses)
         history.append(losses)
     test = NodeMinibatches(part, fanouts, batch_size, "test", shuffle=False)

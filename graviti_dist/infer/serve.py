@@ -1,4 +1,4 @@
-"""``graviti serve``: the HTTP face of :class:`graviti_dist.predictor.Predictor` (FastAPI on uvicorn).
+"""``graviti serve``: the HTTP face of :class:`graviti_dist.infer.predictor.Predictor` (FastAPI on uvicorn).
 
 FastAPI validates requests with the same pydantic models it publishes as
 OpenAPI (``/openapi.json``, ``/docs``); every bad request is a 4xx with a
@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
-from graviti_dist.predictor import Predictor
+from graviti_dist.infer.predictor import Predictor
 
 Id = Annotated[StrictStr | StrictInt, Field(description="a raw crawl id, as in the crawl's id column")]
 
@@ -82,7 +82,7 @@ def create_app(predictor: Predictor, max_ids: int = 1024) -> FastAPI:
     return app
 
 
-def serve(run: str, partitions: str, *, host: str = "127.0.0.1", port: int = 8000, max_ids: int = 1024,
+def run_server(run: str, partitions: str, *, host: str = "127.0.0.1", port: int = 8000, max_ids: int = 1024,
           device: str = "cpu") -> None:
     """Load the run and partitions, then serve until interrupted."""
     import uvicorn

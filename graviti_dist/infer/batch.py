@@ -1,0 +1,117 @@
+"""``graviti infer``: every partition's nodes to Parquet (one Ray actor per partition, or this
+process), and each link task's top-k recommendations.
+
+Files: ``OUT/predictions/<node type>/part-<i>.parquet`` (raw ``id``, ``node_type``, ``embedding``,
+one column per node task, ``<task>_proba`` for multiclass), ``OUT/recommendations/<task>.parquet``
+and ``OUT/inference.json``, the run's summary; ``predictions`` owns these names.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from graviti_dist._dgl import set_threads
+from graviti_dist.errors import FieldError
+from graviti_dist.infer.layerwise import PartitionInference, check_depth, original_units, raw_ids_of_inner, trained_model
+from graviti_dist.infer.predictions import Predictions, list_column
+from graviti_dist.infer.recommend import write_recommendations
+from graviti_dist.partition import PartitionSet, TaskInfo
+from graviti_dist.runtime.output import check_output, staged_output
+from graviti_dist.sampling import load_worker_partition
+from graviti_dist.train import TrainedRun, load_run
+
+
+def prediction_columns(task: TaskInfo, values: torch.Tensor) -> dict[str, pa.Array]:
+    """A node task's prediction as Parquet columns: class + probabilities, probability, or value in the
+    crawl's own units."""
+    name = task.name
+    values = original_units(task, values)
+    if task.type == "multiclass":
+        labels = np.asarray(task.classes or list(range(values.shape[1])))
+        return {name: pa.array(labels[values.argmax(1).numpy()].tolist()),
+                f"{name}_proba": list_column(values)}
+    if task.type == "multilabel":
+        return {name: list_column(values)}
+    return {name: pa.array(values.numpy().astype(np.float32))}
+
+
+def infer_partition(part_dir: str, part_id: int, run: TrainedRun, out: str, device: str = "cpu", threads: int | None = None) -> dict:
+    """Write every inner node's embedding and predictions of partition ``part_id`` under ``out``'s predictions."""
+    if threads:
+        set_threads(threads)
+    start = time.perf_counter()
+    part = load_worker_partition(part_dir, part_id)
+    inference = PartitionInference(part, trained_model(run, part, device), device)
+    h = inference.hidden(inference.num_layers - 1)
+    tasks = {t.name: t for t in part.manifest.tasks}
+    rows = {}
+    for t, (nodes, raw_ids) in raw_ids_of_inner(PartitionSet(part_dir), part, part_id).items():
+        node_type = part.ntypes[t]
+        emb, preds = inference.predict(nodes, h)
+        columns = {"id": raw_ids, "node_type": pa.array([node_type] * len(raw_ids), pa.string()), "embedding": list_column(emb)}
+        for name, values in preds.items():
+            if tasks[name].node_type == node_type:
+                columns.update(prediction_columns(tasks[name], values))
+        Predictions(out).write_part(node_type, part_id, pa.table(columns))
+        rows[node_type] = len(raw_ids)
+    return {"part": part_id, "rows": rows, "seconds": round(time.perf_counter() - start, 3)}
+
+
+def run_inference(run_path: str | Path, part_dir: str | Path, out: str | Path, *, executor: str = "ray",
+                  address: str | None = None, num_actors: int | None = None, threads_per_actor: int = 1,
+                  device: str = "cpu", overwrite: bool = False, top_k: int = 10) -> dict:
+    """``graviti infer``: every partition's nodes to ``out``'s predictions, and for each link task the
+    ``top_k`` recommended destinations per source (see ``predictions`` for the files).
+
+    Results depend only on the run, the partitions and ``threads_per_actor``:
+    the same with one actor or many (each partition is computed the same way).
+    """
+    parts, out = PartitionSet(Path(part_dir).absolute()), Path(out).absolute()
+    manifest = parts.read_manifest()
+    if executor not in ("ray", "local"):
+        raise FieldError("executor", f"must be ray or local, not {executor!r}")
+    check_output(out, overwrite)
+    run = load_run(run_path)
+    check_depth(run, manifest, parts)
+    started = time.perf_counter()
+    with staged_output(out, overwrite) as tmp:
+        if executor == "local":
+            stats = [infer_partition(str(parts.root), p, run, str(tmp), device, threads_per_actor)
+                     for p in range(manifest.num_parts)]
+        else:
+            stats = _infer_with_ray(parts.root, run, tmp, manifest.num_parts, address, num_actors, threads_per_actor, device)
+        summary = {"run": str(run.source), "partitions": str(parts.root), "device": device, "executor": executor,
+                   "threads_per_actor": threads_per_actor, "parts": sorted(stats, key=lambda s: s["part"]),
+                   "rows": {t: sum(s["rows"].get(t, 0) for s in stats) for t in manifest.ntypes},
+                   "tasks": [t.model_dump(mode="json") for t in manifest.node_tasks
+                             if run.config.tasks is None or t.name in run.config.tasks]}
+        summary["recommendations"] = write_recommendations(Predictions(tmp), parts, run, manifest, top_k)
+        summary["seconds"] = round(time.perf_counter() - started, 3)
+        Predictions(tmp).write_summary(summary)
+    return summary
+
+
+def _infer_with_ray(part_dir: Path, run: TrainedRun, tmp: Path, num_parts: int, address, num_actors, threads, device) -> list[dict]:
+    import ray  # here: the local executor runs without Ray
+
+    from graviti_dist.runtime.ray_cluster import ray_get, ray_session
+
+    with ray_session(address, num_threads=threads):
+        actors_wanted = num_actors or max(1, min(num_parts, int(ray.available_resources().get("CPU", 1))))
+        worker = ray.remote(num_cpus=1, num_gpus=1 if device == "cuda" else 0)(_InferenceActor)
+        actors = [worker.remote() for _ in range(min(actors_wanted, num_parts))]
+        run_ref = ray.put(run)
+        refs = [actors[p % len(actors)].infer.remote(str(part_dir), p, run_ref, str(tmp), device, threads) for p in range(num_parts)]
+        return ray_get(refs)
+
+
+class _InferenceActor:
+    """Runs :func:`infer_partition` for the partitions it is given."""
+
+    def infer(self, part_dir: str, part_id: int, run: TrainedRun, out: str, device: str, threads: int) -> dict:
+        return infer_partition(part_dir, part_id, run, out, device, threads)

@@ -1,0 +1,118 @@
+"""Full-neighbourhood inference: every node's embedding and predictions, with no sampling noise.
+
+Layer by layer over all of a partition's nodes (DGL's full-neighbour sampler, one
+layer at a time, in chunks of destination nodes), as DGL's own layer-wise
+inference does: layer ``i`` is computed once for every local node instead of
+once per minibatch that touches it. A partition's halo is as deep as the model
+(checked), so its inner nodes' results are exact.
+
+Shared by ``graviti infer`` (``batch``: all nodes, to Parquet) and ``graviti serve``
+(``predictor``: the layers below the last precomputed, the last one per request).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import torch
+
+from graviti_dist._dgl import dgl
+from graviti_dist.errors import GravitiError
+from graviti_dist.model import Block, MultiTaskModel
+from graviti_dist.partition import Manifest, PartitionSet, TaskInfo
+from graviti_dist.sampling import NodeMinibatches, WorkerPartition
+from graviti_dist.train import TrainedRun, build_model, encoder_config
+
+
+def trained_model(run: TrainedRun, part: WorkerPartition, device: torch.device | str = "cpu") -> MultiTaskModel:
+    """The run's model, rebuilt for ``part``'s schema and loaded with its weights, in eval mode."""
+    model = build_model(part, encoder_config(run.config), run.config.balancing, run.config.tasks, run.config.task_weights)
+    try:
+        model.load_state_dict(run.state)
+    except RuntimeError as exc:
+        raise GravitiError(f"{run.source}: the weights do not fit these partitions' schema or the run's config: "
+                           f"{str(exc).splitlines()[0]}") from None
+    return model.to(device).eval()
+
+
+def check_depth(run: TrainedRun, manifest: Manifest, parts: PartitionSet) -> None:
+    layers, hops = len(run.config.model.fanouts), manifest.num_hops
+    if layers > hops:
+        raise GravitiError(f"{parts.root}: halo depth {hops} is shallower than the model's {layers} layers; "
+                           "full-neighbourhood results would be wrong (re-partition with num_hops >= layers)")
+
+
+class PartitionInference:
+    """One partition's nodes through a trained model, layer by layer over full neighbourhoods."""
+
+    def __init__(self, part: WorkerPartition, model: MultiTaskModel, device: torch.device | str = "cpu", chunk: int = 8192):
+        self.part, self.model, self.device, self.chunk = part, model, torch.device(device), chunk
+        self.inputs = NodeMinibatches(part, [1], 1, "train", shuffle=False)  # feature gathering + standardisation
+        self.sampler = dgl.dataloading.MultiLayerFullNeighborSampler(1)
+        self.etype = part.graph.edata[dgl.ETYPE]
+        self.num_layers = model.encoder.num_layers
+
+    def block(self, dst: torch.Tensor) -> tuple[torch.Tensor, Block]:
+        """All in-edges of local nodes ``dst``: (input nodes, dst first; the block)."""
+        input_nodes, _, (b,) = self.sampler.sample_blocks(self.part.graph, dst)
+        src, dst_local = b.edges()
+        # DGL's parallel sampler numbers the extra source nodes and lists in-edges in no fixed order, and
+        # float sums depend on both: renumber the sources by local id and sort edges by (dst, source, edge id), so
+        # results are bitwise reproducible across runs and actors.
+        num_dst = b.num_dst_nodes()
+        extra = torch.argsort(input_nodes[num_dst:])
+        renumber = torch.empty_like(input_nodes)
+        renumber[:num_dst] = torch.arange(num_dst)
+        renumber[num_dst + extra] = torch.arange(num_dst, input_nodes.numel())
+        input_nodes = torch.cat([input_nodes[:num_dst], input_nodes[num_dst:][extra]])
+        src, eid = renumber[src], b.edata[dgl.EID]
+        by_eid = torch.argsort(eid)  # ties (parallel edges of several relations) in edge-id order
+        order = by_eid[torch.argsort((dst_local * input_nodes.numel() + src)[by_eid], stable=True)]
+        etype = self.etype[eid[order]]
+        return input_nodes, Block.from_edges(src[order], dst_local[order], b.num_src_nodes(), num_dst, etype=etype)
+
+    @torch.no_grad()
+    def hidden(self, layers: int) -> torch.Tensor:
+        """Every local node's representation after the first ``layers`` layers (0 = projected inputs), on the CPU."""
+        nodes = torch.arange(self.part.graph.num_nodes())
+        h = torch.cat([self.model.encoder.project(self.inputs.features(c).to(self.device)).cpu() for c in nodes.split(self.chunk)])
+        for i in range(layers):
+            h = torch.cat([self.layer(i, c, h) for c in nodes.split(self.chunk)])
+        return h
+
+    @torch.no_grad()
+    def layer(self, i: int, dst: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """Layer ``i`` for local nodes ``dst`` from every local node's input ``h`` (CPU in, CPU out)."""
+        input_nodes, block = self.block(dst)
+        return self.model.encoder.apply_layer(i, block.to(self.device), h[input_nodes].to(self.device)).cpu()
+
+    @torch.no_grad()
+    def predict(self, nodes: torch.Tensor, h_before_last: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Embeddings of ``nodes`` and each node task's prediction (head ``predict``: probabilities or values)."""
+        emb = torch.cat([self.layer(self.num_layers - 1, c, h_before_last) for c in nodes.split(self.chunk)]) \
+            if nodes.numel() else torch.zeros(0, self.model.encoder.out_dim)
+        preds = {}
+        for name, head in self.model.heads.items():
+            if self.model.specs[name].type != "link":
+                preds[name] = head.predict(head(emb.to(self.device))).cpu()
+        return emb, preds
+
+
+def raw_ids_of_inner(parts: PartitionSet, part: WorkerPartition, part_id: int) -> dict[int, tuple[torch.Tensor, pa.Array]]:
+    """Per node type id: this partition's inner local nodes, in the crawl's id order, and their raw ids."""
+    shuffled = part.graph.ndata[dgl.NID]
+    out = {}
+    for t, name in enumerate(part.ntypes):
+        id_map = parts.read_id_map(name)
+        mine = id_map.filter(pa.compute.equal(id_map["part"], part_id)).sort_by("type_id")
+        local = torch.nonzero(part.inner & (part.node_type == t)).squeeze(1)
+        local_of_shuffled = dict(zip(shuffled[local].tolist(), local.tolist()))
+        order = torch.tensor([local_of_shuffled[s] for s in mine["shuffled_id"].to_pylist()], dtype=torch.long)
+        out[t] = (order, mine["raw_id"].combine_chunks())
+    return out
+
+
+def original_units(task: TaskInfo, values: torch.Tensor) -> torch.Tensor:
+    """Undo the crawl schema's target transform: regression heads predict the transformed target."""
+    if task.transform == "log1p":
+        return torch.expm1(values)
+    return values

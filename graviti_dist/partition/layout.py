@@ -1,0 +1,259 @@
+"""The partition set on disk: every file name, and the typed manifest.
+
+A set is a directory::
+
+    manifest.json                 # written last: its presence marks a finished set (Manifest below)
+    report.json                   # what the partitioner measured (sizes, balance, stage times)
+    graph.json                    # DGL's partition config: dgl.distributed.load_partition(graph.json, i)
+    part<i>/graph.dgl             # DGL's files per part: the local graph with its halo,
+    part<i>/node_feat.dgl         #   inner nodes' data, inner edges' data
+    part<i>/edge_feat.dgl
+    part<i>/halo_feat.dgl         # halo nodes' data (DGL leaves it to its KVStore), with their local ids
+    id_map/<node type>.parquet    # shuffled_id, type_id, raw_id, part
+    link_splits/<task>.parquet    # src, dst (type ids), split of every edge of a link task's relation
+
+This module is the only one that spells these names; everyone else asks :class:`PartitionSet`.
+It needs pyarrow and pydantic only (no torch or DGL), so any process can read a manifest.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from graviti_dist.crawl import CrawlSchema, Relation
+from graviti_dist.errors import FieldError, GravitiError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+REPORT = "report.json"
+GRAPH_NAME = "graph"
+PART_CONFIG = f"{GRAPH_NAME}.json"
+PART_GRAPH = "graph.dgl"
+NODE_FEATS = "node_feat.dgl"
+EDGE_FEATS = "edge_feat.dgl"
+HALO_FEATS = "halo_feat.dgl"
+ID_MAP_DIR = "id_map"
+LINK_SPLITS_DIR = "link_splits"
+EXECUTORS = ("auto", "ray", "local")
+
+
+@dataclass(frozen=True)
+class PartitionSpec:
+    """How to partition; validated on construction (errors name the field)."""
+
+    num_parts: int
+    method: str = "metis"
+    num_hops: int = 2  # halo depth: the number of GAT layers to sample exactly inside a partition
+    balance_train: bool = True
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    seed: int = 0
+    num_actors: int | None = None
+    executor: str = "auto"  # "ray" (actors, local Ray or a cluster), "local" (this process, threads) or "auto"
+    metis_mode: str = "recursive"  # "recursive" bisection (reproducible) or "k-way" (METIS's multilevel k-way)
+
+    def __post_init__(self):
+        if self.executor not in EXECUTORS:
+            raise FieldError("executor", f"must be one of {', '.join(EXECUTORS)}, not {self.executor!r}")
+        if self.num_parts < 1:
+            raise FieldError("num_parts", f"must be at least 1, got {self.num_parts}")
+        if self.metis_mode not in ("recursive", "k-way"):
+            raise FieldError("metis_mode", f"must be recursive or k-way, not {self.metis_mode!r}")
+        if self.method not in ("metis", "random"):
+            raise FieldError("method", f"must be metis or random, not {self.method!r}")
+        if self.num_hops < 1:
+            raise FieldError("num_hops", f"must be at least 1, got {self.num_hops}")
+        if self.num_actors is not None and self.num_actors < 1:
+            raise FieldError("num_actors", f"must be at least 1, got {self.num_actors}")
+        object.__setattr__(self, "split", check_fractions(tuple(self.split)))
+
+
+def check_fractions(fractions: tuple[float, ...]) -> tuple[float, float, float]:
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6 or fractions[0] <= 0:
+        raise FieldError("split", f"fractions must be three non-negative numbers summing to 1 with train > 0, got {fractions}")
+    return tuple(float(f) for f in fractions)
+
+
+class _Record(BaseModel):
+    # Readers ignore keys they do not know: a set written by a newer minor version still loads.
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+
+class FeatureInfo(_Record):
+    kind: str
+    width: int
+    categories: int | None = None  # categorical: codes including the one for a missing value
+
+
+class TaskInfo(_Record):
+    """A task as the partitioner recorded it: the schema's task plus its training statistics."""
+
+    name: str
+    type: str
+    node_type: str | None = None
+    label: str | None = None
+    relation: str | None = None
+    num_classes: int | None = None
+    width: int | None = None
+    transform: str = "none"
+    classes: list[str] | None = None  # multiclass: class names in code order
+    counts: dict[str, int] | None = None  # node tasks: labelled nodes per split
+    train_mean: float | None = None  # regression: the (transformed) target's training mean and std
+    train_std: float | None = None
+    train_positive_rate: float | None = None  # binary, multilabel
+
+    @property
+    def is_link(self) -> bool:
+        return self.type == "link"
+
+
+class PartStats(_Record):
+    part: int
+    inner_nodes: dict[str, int]
+    halo_nodes: dict[str, int]
+    train_nodes: dict[str, int]
+    inner_edges: int
+    local_edges: int
+    peak_rss_gb: float
+
+
+class Manifest(_Record):
+    """What a finished set holds; written last by the partitioner."""
+
+    format_version: int
+    graph_name: str = GRAPH_NAME
+    part_config: str = PART_CONFIG
+    crawl: str
+    crawl_schema: CrawlSchema = Field(alias="schema")
+    spec: PartitionSpec
+    ntypes: list[str]
+    etypes: list[tuple[str, str, str]]
+    features: dict[str, dict[str, FeatureInfo]]
+    tasks: list[TaskInfo]
+    edge_attributes: dict[str, list[str]]
+    parts: list[PartStats]
+
+    @property
+    def num_parts(self) -> int:
+        return self.spec.num_parts
+
+    @property
+    def num_hops(self) -> int:
+        return self.spec.num_hops
+
+    @property
+    def node_tasks(self) -> list[TaskInfo]:
+        return [t for t in self.tasks if not t.is_link]
+
+    @property
+    def link_tasks(self) -> list[TaskInfo]:
+        return [t for t in self.tasks if t.is_link]
+
+    def task(self, name: str) -> TaskInfo:
+        for task in self.tasks:
+            if task.name == name:
+                return task
+        raise KeyError(name)
+
+    def relation(self, name: str) -> Relation:
+        return self.crawl_schema.relations[name]
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True, indent=2)
+
+
+class PartitionSet:
+    """Paths and typed readers of the set at ``root`` (finished or being built)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / MANIFEST
+
+    @property
+    def report_path(self) -> Path:
+        return self.root / REPORT
+
+    @property
+    def part_config(self) -> Path:
+        return self.root / PART_CONFIG
+
+    def is_finished(self) -> bool:
+        return self.manifest_path.is_file()
+
+    def part_dir(self, part_id: int) -> Path:
+        return self.root / part_dir_name(part_id)
+
+    def halo_feats(self, part_id: int) -> Path:
+        return self.part_dir(part_id) / HALO_FEATS
+
+    def node_feats(self, part_id: int) -> Path:
+        return self.part_dir(part_id) / NODE_FEATS
+
+    def edge_feats(self, part_id: int) -> Path:
+        return self.part_dir(part_id) / EDGE_FEATS
+
+    def part_graph(self, part_id: int) -> Path:
+        return self.part_dir(part_id) / PART_GRAPH
+
+    def id_map_path(self, node_type: str) -> Path:
+        return self.root / ID_MAP_DIR / f"{node_type}.parquet"
+
+    def link_split_path(self, task: str) -> Path:
+        return self.root / LINK_SPLITS_DIR / f"{task}.parquet"
+
+    def read_manifest(self) -> Manifest:
+        """The set's manifest; a GravitiError naming the file when the set is unfinished or the manifest invalid."""
+        if not self.is_finished():
+            raise GravitiError(f"{self.root}: not a finished partition set (no {MANIFEST}); run graviti partition first")
+        try:
+            return Manifest.model_validate(json.loads(self.manifest_path.read_text()))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise GravitiError(f"{self.manifest_path}: not valid JSON ({exc}); re-partition the crawl") from None
+        except ValidationError as exc:
+            fields = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
+            raise GravitiError(f"{self.manifest_path}: not a valid manifest ({fields}); re-partition the crawl") from None
+
+    def write_manifest(self, manifest: Manifest) -> None:
+        self.manifest_path.write_text(manifest.to_json())
+
+    def write_report(self, report: dict) -> None:
+        self.report_path.write_text(json.dumps(report, indent=2))
+
+    def read_id_map(self, node_type: str, columns: list[str] | None = None) -> pa.Table:
+        """``shuffled_id``, ``type_id`` (crawl row), ``raw_id``, ``part`` of every node of ``node_type``, in type-id order."""
+        return pq.read_table(self.id_map_path(node_type), columns=columns)
+
+    def write_id_map(self, node_type: str, table: pa.Table) -> None:
+        self.id_map_path(node_type).parent.mkdir(exist_ok=True)
+        pq.write_table(table, self.id_map_path(node_type))
+
+    def read_link_split(self, task: str) -> pa.Table:
+        """``src``, ``dst`` (type ids) and ``split`` of every edge of link task ``task``'s relation, in crawl order."""
+        return pq.read_table(self.link_split_path(task))
+
+    def write_link_split(self, task: str, table: pa.Table) -> None:
+        self.link_split_path(task).parent.mkdir(exist_ok=True)
+        pq.write_table(table, self.link_split_path(task))
+
+
+def part_dir_name(part_id: int) -> str:
+    return f"part{part_id}"
+
+
+def part_files(part_id: int) -> dict[str, str]:
+    """One part's entry in DGL's partition config: its files relative to the set."""
+    folder = part_dir_name(part_id)
+    return {"node_feats": f"{folder}/{NODE_FEATS}", "edge_feats": f"{folder}/{EDGE_FEATS}", "part_graph": f"{folder}/{PART_GRAPH}"}
+
+
+def read_manifest(root: str | Path) -> Manifest:
+    """The manifest of the finished set at ``root``."""
+    return PartitionSet(root).read_manifest()

@@ -1,0 +1,165 @@
+"""The training run on disk: every file name of a run directory, and typed readers and writers.
+
+A run directory (``TrainConfig.out``)::
+
+    config.yaml          # the resolved TrainConfig the run used (graviti train takes it as is)
+    metrics.jsonl        # one JSON record per epoch (losses, weights, seeds/s, validation metrics)
+    best_model.pt        # the selected model's state dict (written when the run finishes)
+    test_metrics.json    # the selected model's test metrics, per task
+    test_metrics.md      # the same as a table
+    losses.png, metrics.png
+    ray/train/checkpoint_*/state.pt   # Ray Train's checkpoints, each a TrainingState
+
+This module is the only one that spells these names; ``infer`` reads runs through :func:`load_run`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+import yaml
+from pydantic import ValidationError
+
+from graviti_dist.errors import GravitiError
+from graviti_dist.train.config import TrainConfig
+
+CONFIG = "config.yaml"
+METRICS = "metrics.jsonl"
+BEST_MODEL = "best_model.pt"
+CHECKPOINT = "state.pt"
+TEST_METRICS_JSON = "test_metrics.json"
+TEST_METRICS_MD = "test_metrics.md"
+LOSSES_PLOT = "losses.png"
+METRICS_PLOT = "metrics.png"
+RAY_DIR = "ray"
+RAY_RUN_NAME = "train"
+
+
+@dataclass
+class TrainingState:
+    """Everything a run needs to continue after a failure or with ``--resume``."""
+
+    model: dict
+    optimizer: dict
+    schedule: dict | None
+    epoch: int
+    best: tuple[float, int] | None  # (score, epoch) of the selected model so far
+    best_state: dict | None  # that model's weights
+    stale: int  # evaluations since the best one (early stopping)
+    rng: torch.Tensor
+
+    def save(self, directory: str | Path) -> None:
+        # Not dataclasses.asdict: it deep-copies every tensor of the model and optimiser state.
+        torch.save({f.name: getattr(self, f.name) for f in fields(self)}, Path(directory) / CHECKPOINT)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "TrainingState":
+        return cls(**torch.load(Path(directory) / CHECKPOINT, weights_only=False))
+
+
+class RunDir:
+    """Paths and typed readers/writers of the run directory at ``path``."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    config_path = property(lambda self: self.path / CONFIG)
+    metrics_path = property(lambda self: self.path / METRICS)
+    best_model_path = property(lambda self: self.path / BEST_MODEL)
+    test_metrics_path = property(lambda self: self.path / TEST_METRICS_JSON)
+    test_table_path = property(lambda self: self.path / TEST_METRICS_MD)
+    losses_plot = property(lambda self: self.path / LOSSES_PLOT)
+    metrics_plot = property(lambda self: self.path / METRICS_PLOT)
+    ray_storage = property(lambda self: self.path / RAY_DIR)
+
+    def holds_run(self) -> bool:
+        """Whether a run has written here (its epoch records)."""
+        return self.metrics_path.exists()
+
+    def write_config(self, config: TrainConfig) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+
+    def read_config(self) -> TrainConfig:
+        try:
+            return TrainConfig.model_validate(yaml.safe_load(self.config_path.read_text()))
+        except (ValidationError, yaml.YAMLError) as exc:
+            raise GravitiError(f"{self.config_path}: not a valid training config: {exc}") from None
+
+    def append_record(self, record: dict) -> None:
+        with self.metrics_path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def read_records(self) -> list[dict]:
+        if not self.metrics_path.exists():
+            return []
+        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+
+    def keep_records_before(self, epoch: int) -> None:
+        """Drop the records of ``epoch`` and later: a resumed run computes them again."""
+        if self.metrics_path.exists():
+            kept = [r for r in self.read_records() if r["epoch"] < epoch]
+            self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+    def clear_records(self) -> None:
+        self.metrics_path.unlink(missing_ok=True)
+
+    def write_test_metrics(self, metrics: dict, table: str) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.test_metrics_path.write_text(json.dumps(metrics, indent=2))
+        self.test_table_path.write_text(table)
+
+    def read_test_metrics(self) -> dict:
+        return json.loads(self.test_metrics_path.read_text())
+
+    def test_table(self) -> str | None:
+        return self.test_table_path.read_text() if self.test_table_path.exists() else None
+
+    def save_best_model(self, state_dict: dict) -> None:
+        torch.save(state_dict, self.best_model_path)
+
+    def latest_checkpoint(self) -> Path | None:
+        """The newest Ray Train checkpoint folder of the run (holding a TrainingState), if any."""
+        found = [(torch.load(p, map_location="cpu", weights_only=False)["epoch"], p.parent)
+                 for p in self.ray_storage.glob(f"**/checkpoint_*/{CHECKPOINT}")]
+        return max(found, key=lambda item: item[0])[1] if found else None
+
+    def remove_checkpoints(self) -> None:
+        shutil.rmtree(self.ray_storage, ignore_errors=True)
+
+
+@dataclass
+class TrainedRun:
+    """A training run's resolved config and model weights."""
+
+    config: TrainConfig
+    state: dict
+    source: Path
+
+
+def load_run(path: str | Path) -> TrainedRun:
+    """A run directory (its best model) or a checkpoint (``state.pt`` or its folder) inside one."""
+    path = Path(path)
+    if path.is_dir() and RunDir(path).config_path.exists():
+        weights, run = RunDir(path).best_model_path, RunDir(path)
+        if not weights.exists():
+            raise GravitiError(f"{path}: no {BEST_MODEL} (the run did not finish); pass one of its checkpoints' {CHECKPOINT}")
+    elif path.is_file() or (path / CHECKPOINT).is_file():
+        weights = path if path.is_file() else path / CHECKPOINT
+        run = next((RunDir(d) for d in weights.parents if RunDir(d).config_path.exists()), None)
+        if run is None:
+            raise GravitiError(f"{weights}: no {CONFIG} in any folder above it; is it inside a graviti train run?")
+    else:
+        raise GravitiError(f"{path}: not a training run (no {CONFIG}) or a checkpoint ({CHECKPOINT})")
+    config = run.read_config()
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises many types for a bad file
+        raise GravitiError(f"{weights}: cannot load model weights: {exc}") from None
+    if isinstance(state, dict) and "model" in state and "optimizer" in state:
+        state = state["model"]  # a training checkpoint
+    return TrainedRun(config, state, weights)

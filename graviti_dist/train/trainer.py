@@ -1,0 +1,265 @@
+"""``graviti train``: neighbour-sampled multi-task training on Ray Train workers with DDP.
+
+Worker ``i`` of ``W`` owns partitions i, i+W, ...; every worker runs the same
+number of steps per epoch (agreed with an all-reduce, shorter workers cycle
+their batches) so uneven partitions cannot hang DDP. Metrics are exact across
+workers (predictions gathered). Rank 0 writes the run directory (``run_dir.py``).
+
+Marked Ray touchpoints: [1] prepare the model for DDP, [2] report metrics and
+checkpoints, [3] restore from a checkpoint, [4] the trainer.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray
+import ray.train
+import torch
+import torch.distributed as dist
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+from tqdm import tqdm
+
+from graviti_dist._dgl import set_threads
+from graviti_dist.errors import GravitiError
+from graviti_dist.model import MultiTaskModel
+from graviti_dist.partition import read_manifest
+from graviti_dist.runtime.ray_cluster import ray_session
+from graviti_dist.sampling import MinibatchStream, NodeMinibatches, load_worker_partition
+from graviti_dist.train.config import TrainConfig, check_against_partitions, encoder_config
+from graviti_dist.train.loop import EpochTotals, build_model, evaluate, make_optimizer, train_epoch
+from graviti_dist.train.metrics import torch_distributed_gather
+from graviti_dist.train.plots import plot_run
+from graviti_dist.train.run_dir import RAY_RUN_NAME, CHECKPOINT, RunDir, TrainingState
+
+
+def _flat(prefix: str, nested: dict) -> dict:
+    return {f"{prefix}{task}/{name}": value for task, values in nested.items() for name, value in values.items()}
+
+
+@dataclass
+class _WorkerData:
+    """A worker's partitions as train/val/test minibatches."""
+
+    train: list[NodeMinibatches]
+    val: list[NodeMinibatches]
+    test: list[NodeMinibatches]
+
+
+def _worker_data(config: TrainConfig, rank: int, world: int) -> tuple[list, _WorkerData]:
+    owned = list(range(rank, read_manifest(config.partitions).num_parts, world))
+    parts = [load_worker_partition(config.partitions, p) for p in owned]
+    fanouts, tasks = list(config.model.fanouts), config.tasks
+
+    def split(name: str, negatives: int, seed_of, shuffle: bool) -> list[NodeMinibatches]:
+        return [NodeMinibatches(p, fanouts, config.batch_size, name, seed=seed_of(k), shuffle=shuffle, tasks=tasks,
+                                link_pairs=config.link_pairs, negatives=negatives) for k, p in zip(owned, parts)]
+
+    # Evaluation negatives are drawn from a fixed seed: every epoch ranks against the same ones.
+    return parts, _WorkerData(train=split("train", config.link_negatives, lambda k: config.seed * 1000 + k, True),
+                              val=split("val", config.link_eval_negatives, lambda k: k, False),
+                              test=split("test", config.link_eval_negatives, lambda k: k, False))
+
+
+def train_loop_per_worker(config_dict: dict) -> None:
+    """Runs in each Ray Train worker; ``config_dict`` is a TrainConfig as a plain dict."""
+    config = TrainConfig.model_validate(config_dict)
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    set_threads(config.threads_per_worker or max(1, (os.cpu_count() or 2) // world))
+    torch.manual_seed(config.seed)
+    device = ray.train.torch.get_device() if config.device == "cuda" else torch.device("cpu")
+    parts, data = _worker_data(config, rank, world)
+    # Sampling processes are opt-in: on an H100 4 of them gave 42.8k seeds/s against 57.9k for the
+    # in-process sampling thread (benchmarks/README.md): a minibatch's ~30 tensors cost more to ship.
+    # With none, sampling runs in this process: ahead in a thread on CUDA, in line on the CPU (to_model).
+    stream = MinibatchStream(data.train, workers=config.sampler_workers or 0, pin_memory=device.type == "cuda")
+    core = build_model(parts[0], encoder_config(config), config.balancing, config.tasks, config.task_weights).to(device)
+    # [1] DDP; a batch may lack a node type, so some input projections go unused in a step.
+    model = ray.train.torch.prepare_model(core, parallel_strategy_kwargs={"find_unused_parameters": True})
+    optimizer = make_optimizer(core.parameters(), config.optim.lr, config.optim.weight_decay, device)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs) if config.optim.schedule == "cosine" else None
+    state = _restore(config, core, optimizer, schedule)  # [3]
+    run = RunDir(config.out)
+    if rank == 0:
+        run.keep_records_before(state.epoch)  # epochs after the checkpoint run again
+    for epoch in range(state.epoch, config.epochs):
+        steps = torch.tensor([sum(len(b) for b in data.train)], dtype=torch.long)
+        dist.all_reduce(steps, op=dist.ReduceOp.MAX)
+        bar = tqdm(total=int(steps), desc=f"epoch {epoch}", unit="step", mininterval=2.0, file=sys.stderr,
+                   disable=not (config.progress and rank == 0))
+        started = time.perf_counter()
+        totals = train_epoch(model, stream.epoch(int(steps)), optimizer, device, on_step=bar.update)
+        epoch_time = time.perf_counter() - started
+        bar.close()
+        if schedule is not None:
+            schedule.step()
+        record = _epoch_record(core, totals, int(steps), epoch, epoch_time, world)
+        stop = False
+        if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
+            stop = _select(config, core, _evaluate(core, data.val, device), state, epoch, record)
+        state.epoch = epoch
+        _report(record, core, optimizer, schedule, state, rank, run)  # [2]
+        if stop:
+            break
+    if state.best_state is not None:
+        core.load_state_dict(state.best_state)
+    final = _evaluate(core, data.test, device)
+    if rank == 0:
+        _write_run_outputs(config, run, final, core, state.best[1] if state.best else None)
+
+
+def _restore(config: TrainConfig, core: MultiTaskModel, optimizer, schedule) -> TrainingState:
+    """The state to start from: Ray Train's checkpoint after a failure, the one ``--resume`` names,
+    or a fresh one (``epoch`` is the first epoch to run)."""
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None and config.resume_from:
+        checkpoint = Checkpoint.from_directory(config.resume_from)
+    if not checkpoint:
+        return TrainingState(model={}, optimizer={}, schedule=None, epoch=0, best=None, best_state=None, stale=0,
+                             rng=torch.get_rng_state())
+    with checkpoint.as_directory() as directory:
+        state = TrainingState.load(directory)
+    core.load_state_dict(state.model)
+    optimizer.load_state_dict(state.optimizer)
+    if schedule is not None and state.schedule:
+        schedule.load_state_dict(state.schedule)
+    torch.set_rng_state(state.rng)
+    state.epoch += 1
+    return state
+
+
+def _epoch_record(core: MultiTaskModel, totals: EpochTotals, steps: int, epoch: int, epoch_time: float, world: int) -> dict:
+    """The epoch's record, summed over workers: seeds/s, mean losses, balancer weights, DDP replica spread."""
+    summed = torch.tensor([totals.seeds, *(float(totals.loss_sums.get(n, 0.0)) for n in core.specs)], dtype=torch.float64)
+    dist.all_reduce(summed)
+    mean_losses = {n: float(summed[i + 1]) / (world * max(steps, 1)) for i, n in enumerate(core.specs)}
+    core.balancer.end_epoch(mean_losses)
+    return {"epoch": epoch, "train_seeds": int(summed[0]), "epoch_time_s": round(epoch_time, 3),
+            "seeds_per_s": round(float(summed[0]) / epoch_time, 1), "steps": steps,
+            "ddp_param_spread": _param_spread(core, world),
+            **{f"loss/{n}": v for n, v in mean_losses.items()},
+            **{f"weight/{n}": w for n, w in core.balancer.effective_weights().items()}}
+
+
+def _select(config: TrainConfig, core: MultiTaskModel, metrics: dict, state: TrainingState, epoch: int, record: dict) -> bool:
+    """Keep the model if its validation score is the best so far; whether early stopping says stop."""
+    record.update(_flat("val/", metrics))
+    score = _score(config, metrics)
+    if state.best is None or score > state.best[0]:
+        state.best, state.stale = (score, epoch), 0
+        state.best_state = {k: v.detach().clone() for k, v in core.state_dict().items()}
+    else:
+        state.stale += 1
+    record["best_epoch"] = state.best[1]
+    return config.early_stopping is not None and state.stale >= config.early_stopping.patience
+
+
+def _param_spread(core, world: int) -> float:
+    """Largest difference between workers' parameter checksums: 0 while DDP keeps replicas identical."""
+    checksum = torch.tensor([sum(float(p.detach().double().sum()) for p in core.parameters())], dtype=torch.float64)
+    gathered = [torch.zeros_like(checksum) for _ in range(world)]
+    dist.all_gather(gathered, checksum)
+    values = torch.cat(gathered)
+    return float(values.max() - values.min())
+
+
+def _evaluate(core, batches: list[NodeMinibatches], device) -> dict:
+    """Exact metrics over every worker's partitions: predictions of all of them gathered per task."""
+    return evaluate(core, itertools.chain.from_iterable(batches), device, gather=torch_distributed_gather)
+
+
+def _score(config: TrainConfig, metrics: dict) -> float:
+    """Higher is better. Without an early-stopping metric: minus the summed validation loss of every
+    task (regression on standardised targets, so tasks weigh alike whatever their units)."""
+    if config.early_stopping is None:
+        losses = [m["loss"] for m in metrics.values() if not math.isnan(m.get("loss", math.nan))]
+        return -sum(losses) if losses else -math.inf
+    task, _, name = config.early_stopping.metric.partition("/")
+    value = metrics.get(task, {}).get(name, math.nan)
+    if math.isnan(value):
+        return -math.inf
+    return value if config.early_stopping.mode == "max" else -value
+
+
+def _report(record: dict, core, optimizer, schedule, state: TrainingState, rank: int, run: RunDir) -> None:
+    if rank != 0:
+        ray.train.report(record)
+        return
+    run.append_record(record)
+    with tempfile.TemporaryDirectory() as directory:
+        TrainingState(model=core.state_dict(), optimizer=optimizer.state_dict(),
+                      schedule=schedule.state_dict() if schedule is not None else None, epoch=state.epoch,
+                      best=state.best, best_state=state.best_state, stale=state.stale, rng=torch.get_rng_state()).save(directory)
+        ray.train.report(record, checkpoint=Checkpoint.from_directory(directory))
+
+
+def _write_run_outputs(config: TrainConfig, run: RunDir, test_metrics: dict, core, best_epoch: int | None) -> None:
+    rows = ["| task | metric | value |", "|---|---|---|"]
+    for task, values in test_metrics.items():
+        rows += [f"| {task} | {name} | {value:.4f} |" for name, value in values.items() if name != "count"]
+    if best_epoch is not None:
+        rows += ["", f"Test split, with the model of epoch {best_epoch} "
+                     f"({config.early_stopping.metric if config.early_stopping else 'lowest summed validation loss'})."]
+    run.write_test_metrics(test_metrics, "\n".join(rows) + "\n")
+    run.save_best_model(core.state_dict())
+
+
+def fit(config: TrainConfig, *, address: str | None = None, overwrite: bool = False, resume: bool = False) -> dict:
+    """Validate against the partitions, run Ray Train, collect metrics.jsonl; returns the final test metrics.
+
+    ``resume`` continues the run at ``config.out`` from its newest checkpoint (model, optimiser,
+    schedule, balancer, epoch, best model so far, RNG) up to ``config.epochs``.
+    """
+    check_against_partitions(config)
+    run = RunDir(Path(config.out).absolute())
+    config = _prepare_run_dir(config, run, overwrite, resume)
+    threads = config.threads_per_worker or max(1, (os.cpu_count() or 2) // config.num_workers)
+    with ray_session(address, num_threads=threads):
+        trainer = TorchTrainer(  # [4]
+            train_loop_per_worker, train_loop_config=config.model_dump(mode="json"),
+            scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.device == "cuda",
+                                         resources_per_worker={"CPU": 1}),
+            run_config=RunConfig(storage_path=str(run.ray_storage), name=RAY_RUN_NAME,
+                                 # every epoch checkpoints; without a limit a long run fills the disk
+                                 checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints),
+                                 failure_config=FailureConfig(max_failures=config.max_failures)),
+        )
+        if not resume:
+            run.clear_records()
+        try:
+            result = trainer.fit()
+        except Exception as exc:  # Ray wraps worker failures; show the cause, not Ray's internals
+            raise GravitiError(f"training failed: {exc}") from None
+        if getattr(result, "error", None) is not None:
+            raise GravitiError(f"training failed: {result.error}")
+    plot_run(run)
+    return run.read_test_metrics()
+
+
+def _prepare_run_dir(config: TrainConfig, run: RunDir, overwrite: bool, resume: bool) -> TrainConfig:
+    """Check ``overwrite``/``resume`` against what ``run`` holds, write the resolved config; returns it."""
+    if resume and overwrite:
+        raise GravitiError("resume continues a run and overwrite replaces it: pass one of them")
+    if resume:
+        checkpoint = run.latest_checkpoint()
+        if checkpoint is None:
+            raise GravitiError(f"resume: {run.path} has no checkpoint to continue from (no {CHECKPOINT} under {run.ray_storage})")
+        config = config.model_copy(update={"resume_from": str(checkpoint)})
+    elif run.holds_run() and not overwrite:
+        raise GravitiError(f"out: {run.path} already holds a run ({run.metrics_path.name}); choose another out, pass "
+                           "overwrite to replace it or resume to continue it")
+    elif overwrite:
+        run.remove_checkpoints()  # an old run's checkpoints must not be restored into a new one
+    config = config.model_copy(update={"out": str(run.path), "partitions": str(Path(config.partitions).absolute()),
+                                       "progress": config.progress or sys.stderr.isatty()})
+    run.write_config(config)
+    return config
