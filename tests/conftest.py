@@ -1,21 +1,35 @@
-"""Shared fixtures: real datasets in ../shared, small hand-made crawls, one Ray per session."""
+"""Shared fixtures: real datasets in ../shared, small hand-made crawls, one Ray per session.
+
+Tests declare their cost: everything under tests/integration, and any test that uses Ray
+(``ray_local``) or the real datasets (``datasets``, ``twitch_crawl``), is marked ``slow``
+here; ``pytest -m "not slow"`` is the quick lane. tests/unit may not start Ray at all.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
-import yaml
+
+from tests.helpers import small_schema, small_tables, write_crawl
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = Path(os.environ.get("GRAVITI_DATASETS", REPO.parent / "shared" / "datasets"))
 
 
+SLOW_FIXTURES = {"ray_local", "datasets", "twitch_crawl"}
+
+
 def pytest_collection_modifyitems(config, items):
     import torch
+
+    for item in items:
+        in_unit = "tests/unit/" in item.nodeid or item.nodeid.startswith("unit/")
+        if in_unit and "ray_local" in getattr(item, "fixturenames", ()):
+            raise pytest.UsageError(f"{item.nodeid}: tests/unit is Ray-free; move it to tests/integration")
+        if not in_unit or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
     # `ray stop` in the job-submission test ends every Ray process on the machine: run it last.
     items.sort(key=lambda item: "ray_cluster" in item.keywords)
@@ -43,52 +57,6 @@ def twitch_crawl(tmp_path_factory, datasets) -> Path:
     out = tmp_path_factory.mktemp("twitch") / "crawl"
     import_twitch([datasets / "twitch" / "ENGB", datasets / "twitch" / "PTBR"], out)
     return out
-
-
-def write_crawl(root: Path, schema: dict, nodes: dict[str, list[pa.Table]], edges: dict[str, list[pa.Table]]) -> Path:
-    """Write a crawl by hand (so tests can also write broken ones)."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "graph.yaml").write_text(yaml.safe_dump(schema, sort_keys=False))
-    for folder, tables in (("nodes", nodes), ("edges", edges)):
-        for name, shards in tables.items():
-            (root / folder / name).mkdir(parents=True, exist_ok=True)
-            for i, table in enumerate(shards):
-                pq.write_table(table, root / folder / name / f"part-{i:05d}.parquet")
-    return root
-
-
-def small_schema() -> dict:
-    return {
-        "name": "small",
-        "node_types": {
-            "user": {"features": [{"name": "x", "kind": "vector", "width": 2}, {"name": "region", "kind": "categorical"}],
-                     "labels": ["bot", "topic"]},
-            "post": {"features": [{"name": "age", "kind": "numeric"}], "labels": []},
-        },
-        "relations": {
-            "follows": {"src": "user", "dst": "user"},
-            "authored": {"src": "user", "dst": "post", "attributes": ["ts"]},
-        },
-        "tasks": [
-            {"name": "bot", "type": "binary", "node_type": "user", "label": "bot"},
-            {"name": "topic", "type": "multiclass", "node_type": "user", "label": "topic"},
-            {"name": "rec", "type": "link", "relation": "authored"},
-        ],
-    }
-
-
-def small_tables() -> tuple[dict, dict]:
-    users = pa.table({
-        "id": ["a", "b", "c", "d"],
-        "x": pa.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], None], pa.list_(pa.float32())),
-        "region": ["eu", "us", "eu", None],
-        "bot": pa.array([True, None, False, False]),
-        "topic": pa.array(["sport", "music", None, "sport"]),
-    })
-    posts = pa.table({"id": ["p1", "p2", "p3"], "age": pa.array([1.0, float("nan"), 3.0])})
-    follows = pa.table({"src": ["a", "b", "c", "a"], "dst": ["b", "c", "a", "c"]})
-    authored = pa.table({"src": ["a", "a", "b"], "dst": ["p1", "p2", "p3"], "ts": pa.array([10, 20, 30], pa.int64())})
-    return {"user": [users], "post": [posts]}, {"follows": [follows], "authored": [authored]}
 
 
 @pytest.fixture

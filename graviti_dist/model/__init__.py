@@ -1,4 +1,4 @@
-"""The multi-task GAT model in plain torch: no DGL, Ray or Arrow in here.
+"""Stage 4, the multi-task GAT model in plain torch: no DGL, Ray or Arrow in here.
 
 Heads take tensors, not graphs; blocks arrive as index tensors from the
 sampler. See ``encoder.py`` for the layer and its cost notes.

@@ -212,7 +212,8 @@ class PartitionSet:
     def read_manifest(self) -> Manifest:
         """The set's manifest; a GravitiError naming the file when the set is unfinished or the manifest invalid."""
         if not self.is_finished():
-            raise GravitiError(f"{self.root}: not a finished partition set (no {MANIFEST}); run graviti partition first")
+            raise GravitiError(f"{self.root}: not a partition set, or not a finished partition set (no {MANIFEST}); "
+                               "run graviti partition first")
         try:
             return Manifest.model_validate(json.loads(self.manifest_path.read_text()))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:

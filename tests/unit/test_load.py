@@ -5,7 +5,7 @@ import pyarrow as pa
 
 from graviti_dist.cli import main
 from graviti_dist.crawl.load import load_crawl
-from tests.conftest import small_schema, small_tables, write_crawl
+from tests.helpers import small_schema, small_tables, write_crawl
 
 
 def test_small_crawl_loads_with_contiguous_ids(small_crawl):

@@ -2,7 +2,7 @@ import pytest
 
 from graviti_dist.crawl.schema import parse_schema
 from graviti_dist.errors import GravitiError
-from tests.conftest import small_schema
+from tests.helpers import small_schema
 import yaml
 
 

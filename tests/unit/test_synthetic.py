@@ -1,20 +1,16 @@
-"""The synthetic generator: valid, deterministic, heavy-tailed, labelled as configured, bounded in memory."""
+"""The synthetic generator: valid, deterministic, heavy-tailed, labelled as configured (Ray-parallel rows and
+bounded memory: tests/integration/test_generate.py)."""
 
-import json
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from graviti_dist.cli import main
 from graviti_dist.crawl.load import load_crawl
 from graviti_dist.crawl.synthetic import BLOCK_USERS, SyntheticSpec
 from graviti_dist.crawl.generate import generate_crawl
+from tests.helpers import crawl_content
 
 USERS = 3 * BLOCK_USERS + 500  # several blocks, the last one partial
 
@@ -24,14 +20,6 @@ def synthetic(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("syn") / "crawl"
     generate_crawl(out, SyntheticSpec(users=USERS, seed=3), shard_rows=50_000)
     return out
-
-
-def _content(crawl: Path) -> dict[str, pa.Table]:
-    tables = {}
-    for folder in sorted((crawl / "nodes").iterdir()) + sorted((crawl / "edges").iterdir()):
-        files = sorted(folder.glob("*.parquet"))
-        tables[folder.name] = pa.concat_tables(pq.read_table(f) for f in files).combine_chunks()
-    return tables
 
 
 def test_generated_crawl_is_valid_with_every_endpoint_present(synthetic):
@@ -49,16 +37,8 @@ def test_same_content_whatever_the_shard_size(synthetic, tmp_path):
     other = tmp_path / "crawl"
     generate_crawl(other, SyntheticSpec(users=USERS, seed=3), shard_rows=7_777)
     assert len(list((other / "edges" / "follows").glob("*.parquet"))) > len(list((synthetic / "edges" / "follows").glob("*.parquet")))
-    a, b = _content(synthetic), _content(other)
+    a, b = crawl_content(synthetic), crawl_content(other)
     assert a.keys() == b.keys()
-    for name in a:
-        assert a[name].equals(b[name]), name
-
-
-def test_ray_parallel_generation_gives_the_same_rows(synthetic, tmp_path, ray_local):
-    other = tmp_path / "crawl"
-    generate_crawl(other, SyntheticSpec(users=USERS, seed=3), shard_rows=50_000, parallel=True)
-    a, b = _content(synthetic), _content(other)
     for name in a:
         assert a[name].equals(b[name]), name
 
@@ -66,7 +46,7 @@ def test_ray_parallel_generation_gives_the_same_rows(synthetic, tmp_path, ray_lo
 def test_another_seed_gives_another_graph(synthetic, tmp_path):
     other = tmp_path / "crawl"
     generate_crawl(other, SyntheticSpec(users=USERS, seed=4), shard_rows=50_000)
-    assert not _content(synthetic)["follows"].equals(_content(other)["follows"])
+    assert not crawl_content(synthetic)["follows"].equals(crawl_content(other)["follows"])
 
 
 def test_degrees_are_heavy_tailed(synthetic):
@@ -117,23 +97,3 @@ def test_cli_bad_arguments(tmp_path, capsys):
     assert main(["generate", "--out", str(tmp_path / "x"), "--users", "100", "--shard-rows", "0"]) == 2
     assert "--shard-rows" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
-
-
-def _peak_rss_mb(out: Path, users: int, shard_rows: int) -> float:
-    code = textwrap.dedent(f"""
-        import resource, json
-        from graviti_dist.crawl.generate import generate_crawl
-        from graviti_dist.crawl.synthetic import SyntheticSpec
-        r = generate_crawl({str(out)!r}, SyntheticSpec(users={users}), shard_rows={shard_rows}, progress=False)
-        print(json.dumps({{"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "edges": r["edges"]}}))
-    """)
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=True)
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def test_memory_is_bounded_by_the_shard_not_the_crawl(tmp_path):
-    small = _peak_rss_mb(tmp_path / "s", 4 * BLOCK_USERS, 100_000)
-    large = _peak_rss_mb(tmp_path / "l", 40 * BLOCK_USERS, 100_000)
-    assert large["edges"] > 9 * small["edges"]
-    # 10x the edges (~6.7M rows, ~200 MB as int64 pairs alone) must cost far less than 10x the memory.
-    assert large["rss_mb"] < small["rss_mb"] + 120, (small, large)

@@ -6,7 +6,7 @@ from graviti_dist.crawl.write import CrawlWriter
 from graviti_dist.crawl.load import load_crawl
 from graviti_dist.errors import GravitiError
 import yaml
-from tests.conftest import small_schema, small_tables
+from tests.helpers import small_schema, small_tables
 
 
 def test_writer_publishes_only_when_complete(tmp_path):

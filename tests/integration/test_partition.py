@@ -17,7 +17,7 @@ from graviti_dist.errors import GravitiError
 from graviti_dist.crawl.generate import generate_crawl
 from graviti_dist.partition import PartitionSpec, partition_crawl, resolve_executor
 from graviti_dist.partition.check import check_partitions
-from tests.conftest import small_schema, small_tables, write_crawl
+from tests.helpers import small_schema, small_tables, write_crawl
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,64 @@
+"""Builders shared by tests: hand-made crawls (good and broken) and a crawl's content for comparisons."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+
+def write_crawl(root: Path, schema: dict, nodes: dict[str, list[pa.Table]], edges: dict[str, list[pa.Table]]) -> Path:
+    """Write a crawl by hand (so tests can also write broken ones)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "graph.yaml").write_text(yaml.safe_dump(schema, sort_keys=False))
+    for folder, tables in (("nodes", nodes), ("edges", edges)):
+        for name, shards in tables.items():
+            (root / folder / name).mkdir(parents=True, exist_ok=True)
+            for i, table in enumerate(shards):
+                pq.write_table(table, root / folder / name / f"part-{i:05d}.parquet")
+    return root
+
+
+def small_schema() -> dict:
+    return {
+        "name": "small",
+        "node_types": {
+            "user": {"features": [{"name": "x", "kind": "vector", "width": 2}, {"name": "region", "kind": "categorical"}],
+                     "labels": ["bot", "topic"]},
+            "post": {"features": [{"name": "age", "kind": "numeric"}], "labels": []},
+        },
+        "relations": {
+            "follows": {"src": "user", "dst": "user"},
+            "authored": {"src": "user", "dst": "post", "attributes": ["ts"]},
+        },
+        "tasks": [
+            {"name": "bot", "type": "binary", "node_type": "user", "label": "bot"},
+            {"name": "topic", "type": "multiclass", "node_type": "user", "label": "topic"},
+            {"name": "rec", "type": "link", "relation": "authored"},
+        ],
+    }
+
+
+def small_tables() -> tuple[dict, dict]:
+    users = pa.table({
+        "id": ["a", "b", "c", "d"],
+        "x": pa.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], None], pa.list_(pa.float32())),
+        "region": ["eu", "us", "eu", None],
+        "bot": pa.array([True, None, False, False]),
+        "topic": pa.array(["sport", "music", None, "sport"]),
+    })
+    posts = pa.table({"id": ["p1", "p2", "p3"], "age": pa.array([1.0, float("nan"), 3.0])})
+    follows = pa.table({"src": ["a", "b", "c", "a"], "dst": ["b", "c", "a", "c"]})
+    authored = pa.table({"src": ["a", "a", "b"], "dst": ["p1", "p2", "p3"], "ts": pa.array([10, 20, 30], pa.int64())})
+    return {"user": [users], "post": [posts]}, {"follows": [follows], "authored": [authored]}
+
+
+def crawl_content(crawl: Path) -> dict[str, pa.Table]:
+    """Every node and edge folder of a crawl as one table each (shards concatenated in file order)."""
+    tables = {}
+    for folder in sorted((crawl / "nodes").iterdir()) + sorted((crawl / "edges").iterdir()):
+        files = sorted(folder.glob("*.parquet"))
+        tables[folder.name] = pa.concat_tables(pq.read_table(f) for f in files).combine_chunks()
+    return tables

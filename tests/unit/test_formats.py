@@ -1,0 +1,145 @@
+"""The on-disk formats' owners, without Ray: a partition set built in this process and read back
+through its typed manifest, the run directory, staged outputs, and field errors under CLI flags."""
+
+import json
+
+import pytest
+import torch
+
+from graviti_dist.cli import main
+from graviti_dist.errors import FieldError, GravitiError
+from graviti_dist.partition import PartitionSet, PartitionSpec, check_partitions, partition_crawl, read_manifest
+from graviti_dist.runtime.output import staged_output
+from graviti_dist.sampling import NodeMinibatches, load_worker_partition
+from graviti_dist.train import RunDir, TrainConfig, load_run
+from graviti_dist.train.run_dir import TrainingState
+
+
+@pytest.fixture(scope="module")
+def small_set(tmp_path_factory):
+    from tests.helpers import small_schema, small_tables, write_crawl
+
+    root = tmp_path_factory.mktemp("formats")
+    nodes, edges = small_tables()
+    crawl = write_crawl(root / "crawl", small_schema(), nodes, edges)
+    report = partition_crawl(crawl, root / "parts", PartitionSpec(num_parts=2, method="random", executor="local"))
+    return crawl, root / "parts", report
+
+
+def test_local_partition_set_reads_back_typed(small_set):
+    crawl, parts, report = small_set
+    assert report["executor"] == "local" and report["num_parts"] == 2
+    manifest = read_manifest(parts)
+    assert manifest.num_parts == 2 and manifest.num_hops == 2 and manifest.crawl == str(crawl.absolute())
+    assert [t.name for t in manifest.node_tasks] == ["bot", "topic"] and [t.name for t in manifest.link_tasks] == ["rec"]
+    assert manifest.task("rec").is_link and not manifest.task("bot").is_link
+    assert manifest.task("topic").classes == ["music", "sport"]
+    assert manifest.relation("authored").dst == "post"
+    assert sum(p.inner_nodes["user"] for p in manifest.parts) == 4
+    # the JSON on disk keeps the keys every earlier reader used
+    raw = json.loads(PartitionSet(parts).manifest_path.read_text())
+    assert raw["spec"]["num_parts"] == 2 and raw["schema"]["relations"]["authored"]["src"] == "user"
+    assert check_partitions(parts)["parts"] == 2
+
+
+def test_a_worker_partition_samples_from_the_local_set(small_set):
+    _, parts, _ = small_set
+    part = load_worker_partition(parts, 0)
+    assert part.ntypes == ["post", "user"] and part.manifest.num_parts == 2
+    batches = NodeMinibatches(part, [2, 2], 4, "train", seed=0)
+    for batch in batches:
+        assert batch.seed_type.numel() >= 1 and set(batch.labels) == {"bot", "topic"}
+
+
+def test_unfinished_or_damaged_sets_are_named(small_set, tmp_path):
+    _, parts, _ = small_set
+    with pytest.raises(GravitiError, match="not a finished partition set"):
+        read_manifest(tmp_path)
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(GravitiError, match="manifest.json: not valid JSON"):
+        read_manifest(tmp_path)
+    raw = json.loads(PartitionSet(parts).manifest_path.read_text())
+    del raw["spec"]["num_parts"]
+    (tmp_path / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(GravitiError, match=r"not a valid manifest \(spec.num_parts"):
+        read_manifest(tmp_path)
+
+
+def test_spec_errors_name_the_field_and_the_cli_names_the_flag(small_set, tmp_path, capsys):
+    crawl, _, _ = small_set
+    with pytest.raises(FieldError, match="^num_hops must be at least 1, got 0$") as err:
+        PartitionSpec(num_parts=2, num_hops=0)
+    assert err.value.field == "num_hops"
+    assert main(["partition", str(crawl), "--out", str(tmp_path / "p"), "--num-parts", "2", "--num-hops", "0"]) == 2
+    assert "--num-hops must be at least 1, got 0" in capsys.readouterr().err
+    # a field with no flag of that name stays in the library's words
+    assert main(["partition", str(crawl), "--out", str(tmp_path / "p"), "--num-parts", "2", "--executor", "local",
+                 "--address", "127.0.0.1:1"]) == 2
+    assert "--address is for the Ray executor" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()
+
+
+def test_staged_output_publishes_whole_or_leaves_nothing(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError):
+        with staged_output(out) as tmp:
+            (tmp / "half.txt").write_text("x")
+            raise RuntimeError("died")
+    assert list(tmp_path.iterdir()) == []
+    with staged_output(out) as tmp:
+        (tmp / "a.txt").write_text("new")
+    assert (out / "a.txt").read_text() == "new"
+    with pytest.raises(FieldError, match="already exists"):
+        with staged_output(out):
+            pass
+    with staged_output(out, overwrite=True) as tmp:
+        assert (out / "a.txt").exists()  # the old output stays until the new one is complete
+        (tmp / "b.txt").write_text("newer")
+    assert sorted(p.name for p in out.iterdir()) == ["b.txt"] and [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_run_dir_records_checkpoints_and_load_run(small_set, tmp_path):
+    _, parts, _ = small_set
+    run = RunDir(tmp_path / "run")
+    config = TrainConfig(partitions=str(parts), out=str(run.path))
+    run.write_config(config)
+    assert run.read_config() == config and not run.holds_run()
+    for epoch in range(3):
+        run.append_record({"epoch": epoch, "loss/bot": 1.0 / (epoch + 1)})
+    run.keep_records_before(2)
+    assert [r["epoch"] for r in run.read_records()] == [0, 1]
+    folder = run.ray_storage / "train" / "checkpoint_000001"
+    folder.mkdir(parents=True)
+    weights = {"w": torch.ones(2)}
+    TrainingState(model=weights, optimizer={}, schedule=None, epoch=1, best=(0.5, 1), best_state=weights, stale=0,
+                  rng=torch.get_rng_state()).save(folder)
+    assert run.latest_checkpoint() == folder and TrainingState.load(folder).best == (0.5, 1)
+    with pytest.raises(GravitiError, match="did not finish"):
+        load_run(run.path)
+    loaded = load_run(folder)
+    assert torch.equal(loaded.state["w"], torch.ones(2)) and loaded.config == config
+    run.save_best_model(weights)
+    assert load_run(run.path).source == run.best_model_path
+
+
+def test_batch_and_online_predictions_agree_on_a_local_set(small_set, tmp_path):
+    from graviti_dist.infer import Predictions, Predictor, run_inference
+    from graviti_dist.train import build_model, encoder_config
+
+    _, parts, _ = small_set
+    run = RunDir(tmp_path / "run")
+    config = TrainConfig(partitions=str(parts), out=str(run.path), model={"hidden": 8, "heads": 2, "fanouts": [2, 2]})
+    run.write_config(config)
+    torch.manual_seed(0)
+    part = load_worker_partition(parts, 0)
+    run.save_best_model(build_model(part, encoder_config(config), config.balancing).state_dict())  # untrained
+    summary = run_inference(run.path, parts, tmp_path / "pred", executor="local", top_k=2)
+    out = Predictions(tmp_path / "pred")
+    assert summary["rows"] == {"post": 3, "user": 4} and out.read_summary()["rows"] == summary["rows"]
+    users = out.read_node_type("user").to_pylist()
+    online = Predictor(run.path, parts).predict([u["id"] for u in users])["predictions"]
+    for row in users:
+        assert online[row["id"]]["predictions"]["bot"]["probability"] == pytest.approx(row["bot"], abs=1e-6)
+        assert online[row["id"]]["predictions"]["topic"]["class"] == row["topic"]
+    recommended = out.read_recommendations("rec").to_pylist()
+    assert len(recommended) == 4 and all(len(r["items"]) == 2 for r in recommended)
