@@ -62,3 +62,30 @@ def crawl_content(crawl: Path) -> dict[str, pa.Table]:
         files = sorted(folder.glob("*.parquet"))
         tables[folder.name] = pa.concat_tables(pq.read_table(f) for f in files).combine_chunks()
     return tables
+
+
+def block_edges(blocks, inputs) -> list[list[tuple[int, int, int]]]:
+    """Each block's edges as sorted (src, dst, relation) in the ids ``inputs`` gives the first block's
+    source nodes (a block's destinations are the first source nodes of the next one)."""
+    out, nodes = [], inputs
+    for block in blocks:
+        out.append(sorted(zip(nodes[block.src].tolist(), nodes[block.dst].tolist(), block.etype.tolist())))
+        nodes = nodes[: block.num_dst]
+    return out
+
+
+def same_features(a, ids_a, b, ids_b) -> None:
+    """Assert two TypedFeatures hold the same rows for the same ids, whatever their order."""
+    import torch
+
+    assert set(a.positions) == set(b.positions)
+    for t in a.positions:
+        order_a, order_b = torch.argsort(ids_a[a.positions[t]]), torch.argsort(ids_b[b.positions[t]])
+        assert torch.equal(ids_a[a.positions[t]][order_a], ids_b[b.positions[t]][order_b])
+        assert (t in a.dense) == (t in b.dense)
+        if t in a.dense:
+            assert torch.equal(a.dense[t][order_a], b.dense[t][order_b])
+        for x, y in zip(a.categorical[t], b.categorical[t], strict=True):
+            assert torch.equal(x[order_a], y[order_b])
+        for x, y in zip(a.multihot[t], b.multihot[t], strict=True):
+            assert torch.equal(x[order_a], y[order_b])

@@ -87,7 +87,7 @@ def load_node_table(
     labels = {
         task.name: encode_labels(task, columns[task.label], where)
         for task in schema.tasks
-        if task.type != "link" and task.node_type == node_type
+        if not task.is_link and task.node_type == node_type
     }
     return table, labels
 

@@ -91,9 +91,13 @@ class Task(_Strict):
     width: int | None = Field(default=None, gt=0, description="multilabel: number of labels")
     transform: Literal["none", "log1p"] = Field(default="none", description="regression target transform")
 
+    @property
+    def is_link(self) -> bool:
+        return self.type == "link"
+
     @model_validator(mode="after")
     def _target_matches_type(self) -> "Task":
-        if self.type == "link":
+        if self.is_link:
             if self.relation is None or self.node_type is not None or self.label is not None:
                 raise ValueError(f"link task {self.name!r} takes a 'relation' and no 'node_type'/'label'")
         else:
@@ -138,7 +142,7 @@ class CrawlSchema(_Strict):
             if task.name in seen:
                 raise ValueError(f"task name {task.name!r} is used twice")
             seen.add(task.name)
-            if task.type == "link":
+            if task.is_link:
                 if task.relation not in self.relations:
                     raise ValueError(f"link task {task.name!r} refers to unknown relation {task.relation!r}")
             elif task.node_type not in self.node_types:

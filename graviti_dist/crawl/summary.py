@@ -51,7 +51,7 @@ def summarize(crawl: Crawl) -> dict:
         }
     tasks = {}
     for task in schema.tasks:
-        if task.type == "link":
+        if task.is_link:
             tasks[task.name] = {"type": "link", "relation": task.relation, "positives": len(crawl.edges[task.relation])}
             continue
         labels = crawl.labels[task.name]

@@ -37,8 +37,10 @@ def trained_model(run: TrainedRun, part: WorkerPartition, device: torch.device |
 def check_depth(run: TrainedRun, manifest: Manifest, parts: PartitionSet) -> None:
     layers, hops = len(run.config.model.fanouts), manifest.num_hops
     if layers > hops:
-        raise GravitiError(f"{parts.root}: halo depth {hops} is shallower than the model's {layers} layers; "
-                           "full-neighbourhood results would be wrong (re-partition with num_hops >= layers)")
+        raise GravitiError(f"{parts.root}: halo depth {hops} is shallower than the model's {layers} layers; inference "
+                           "computes full neighbourhoods inside each partition, so results would be wrong: partition "
+                           f"the crawl for inference with num_hops {layers} (training samples past the halo remotely, "
+                           "inference does not yet)")
 
 
 class PartitionInference:
@@ -92,7 +94,7 @@ class PartitionInference:
             if nodes.numel() else torch.zeros(0, self.model.encoder.out_dim)
         preds = {}
         for name, head in self.model.heads.items():
-            if self.model.specs[name].type != "link":
+            if not self.model.specs[name].is_link:
                 preds[name] = head.predict(head(emb.to(self.device))).cpu()
         return emb, preds
 

@@ -30,6 +30,10 @@ class TaskSpec:
     dst_node_type: int = 0  # link: node type id of the destination nodes
     scorer: str = "dot"  # link: dot | mlp
 
+    @property
+    def is_link(self) -> bool:
+        return self.type == "link"
+
 
 HEADS: dict[str, type["TaskHead"]] = {}
 

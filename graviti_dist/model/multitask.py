@@ -77,7 +77,7 @@ class MultiTaskModel(nn.Module):
         emb = self.encoder(batch.blocks, batch.features)
         outputs: dict[str, object] = {}
         for name, head in self.heads.items():
-            if self.specs[name].type == "link":
+            if self.specs[name].is_link:
                 pairs = batch.links.get(name)
                 if pairs is None:
                     pairs = LinkPairs(*(torch.zeros(s, dtype=torch.long, device=emb.device) for s in ((0,), (0,), (0, 1))))
@@ -90,7 +90,7 @@ class MultiTaskModel(nn.Module):
         """Per-task losses; a seed without a label for a task (mask False) adds nothing to it."""
         losses = {}
         for name, head in self.heads.items():
-            if self.specs[name].type == "link":
+            if self.specs[name].is_link:
                 losses[name] = head.loss(outputs[name])
             else:
                 target, mask = batch.labels[name]

@@ -137,7 +137,7 @@ def _split_graph(crawl: Crawl, node_splits: dict, link_splits: dict) -> tuple["d
     graph = build_graph(message_passing_crawl(crawl, link_splits), share_read_only=True)
     train_count = {t: np.zeros(len(crawl.nodes[t]), np.int64) for t in crawl.nodes}
     for task in crawl.schema.tasks:
-        if task.type != "link":
+        if not task.is_link:
             for key, mask in split_masks({task.name: node_splits[task.name]}).items():
                 graph.nodes[task.node_type].data[key] = torch.from_numpy(mask)
             train_count[task.node_type] += node_splits[task.name] == TRAIN
@@ -241,7 +241,7 @@ def _report(sim_g, node_parts, stats: list[PartStats], stages: _Stages, spec: Pa
 def _task_info(task, crawl: Crawl, node_splits: dict) -> TaskInfo:
     """A schema task with what the partitioner learned of it: split counts and training statistics."""
     entry = task.model_dump(mode="json")
-    if task.type == "link":
+    if task.is_link:
         return TaskInfo(**entry)
     labels, split = crawl.labels[task.name], node_splits[task.name]
     train = labels.values[split == TRAIN]
@@ -256,10 +256,19 @@ def _task_info(task, crawl: Crawl, node_splits: dict) -> TaskInfo:
     return TaskInfo(**entry)
 
 
+def _feature_info(feature) -> FeatureInfo:
+    info = {"kind": feature.kind, "width": feature.width,
+            "categories": len(feature.categories) + 1 if feature.categories is not None else None}
+    if feature.kind in ("numeric", "vector"):
+        values = feature.values.reshape(len(feature.values), -1).astype(np.float64)
+        rows = values.shape[0]
+        info["mean"] = values.mean(0).tolist() if rows else [0.0] * values.shape[1]
+        info["std"] = values.std(0, ddof=1).tolist() if rows > 1 else [1.0] * values.shape[1]
+    return FeatureInfo(**info)
+
+
 def _manifest(crawl: Crawl, crawl_dir: Path, graph, spec: PartitionSpec, stats: list[PartStats], node_splits) -> Manifest:
-    features = {t: {name: FeatureInfo(kind=f.kind, width=f.width,
-                                      categories=len(f.categories) + 1 if f.categories is not None else None)
-                    for name, f in table.features.items()} for t, table in crawl.nodes.items()}
+    features = {t: {name: _feature_info(f) for name, f in table.features.items()} for t, table in crawl.nodes.items()}
     return Manifest(
         format_version=FORMAT_VERSION, crawl=str(crawl_dir), schema=crawl.schema, spec=spec,
         ntypes=list(graph.ntypes), etypes=[tuple(c) for c in graph.canonical_etypes], features=features,

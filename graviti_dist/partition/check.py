@@ -26,7 +26,7 @@ from graviti_dist.partition.splits import assign_splits, message_passing_crawl, 
 def _message_passing_graph(crawl: Crawl, parts: PartitionSet):
     link_splits = {}
     for task in crawl.schema.tasks:
-        if task.type == "link":
+        if task.is_link:
             split = parts.read_link_split(task.name)["split"].to_numpy()
             if len(split) != len(crawl.edges[task.relation]):
                 raise GravitiError(f"{parts.link_split_path(task.name)}: link split of task {task.name!r} has {len(split)} rows, "
@@ -47,7 +47,7 @@ def check_partitions(part_dir: str | Path, crawl_dir: str | Path | None = None) 
     graph = _message_passing_graph(crawl, parts)
     spec = manifest.spec
     for task in crawl.schema.tasks:  # splits are deterministic: recompute them from the recorded seed
-        if task.type != "link":
+        if not task.is_link:
             split = assign_splits(crawl.labels[task.name].mask, spec.split, spec.seed, task.name)
             for key, mask in split_masks({task.name: split}).items():
                 graph.nodes[task.node_type].data[key] = torch.from_numpy(mask)

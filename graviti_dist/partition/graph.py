@@ -73,7 +73,7 @@ def build_graph(crawl: Crawl, *, share_read_only: bool = False) -> "dgl.DGLGraph
             graph.edges[etype].data[key] = value
     for node_type, table in crawl.nodes.items():
         labels = {task.name: crawl.labels[task.name] for task in crawl.schema.tasks
-                  if task.type != "link" and task.node_type == node_type}
+                  if not task.is_link and task.node_type == node_type}
         for key, values in node_arrays(table, labels).items():
             graph.nodes[node_type].data[key] = _tensor(values, share_read_only and key.startswith("feat_"))
     return graph

@@ -88,6 +88,11 @@ class FeatureInfo(_Record):
     kind: str
     width: int
     categories: int | None = None  # categorical: codes including the one for a missing value
+    # numeric/vector: per-column mean and standard deviation over every node of the type, so that
+    # every worker (and every row fetched from another partition) is standardised alike; absent in
+    # sets written before they were recorded (then each partition standardises with its own rows)
+    mean: list[float] | None = None
+    std: list[float] | None = None
 
 
 class TaskInfo(_Record):
@@ -221,6 +226,10 @@ class PartitionSet:
         except ValidationError as exc:
             fields = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
             raise GravitiError(f"{self.manifest_path}: not a valid manifest ({fields}); re-partition the crawl") from None
+
+    def read_part_config(self) -> dict:
+        """DGL's partition config (``node_map``/``edge_map`` ranges of shuffled ids, per part and type)."""
+        return json.loads(self.part_config.read_text())
 
     def write_manifest(self, manifest: Manifest) -> None:
         self.manifest_path.write_text(manifest.to_json())

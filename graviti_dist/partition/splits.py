@@ -37,7 +37,7 @@ def make_splits(crawl: Crawl, fractions: tuple[float, float, float], seed: int) 
     """(node task -> split of each node of its type, link task -> split of each edge of its relation)."""
     node_splits, link_splits = {}, {}
     for task in crawl.schema.tasks:
-        if task.type == "link":
+        if task.is_link:
             link_splits[task.name] = assign_splits(np.ones(len(crawl.edges[task.relation]), bool), fractions, seed, task.name)
         else:
             node_splits[task.name] = assign_splits(crawl.labels[task.name].mask, fractions, seed, task.name)
@@ -53,6 +53,6 @@ def message_passing_crawl(crawl: Crawl, link_splits: dict[str, np.ndarray]) -> C
     """The crawl without validation/test link edges: a model must not see the edges it is tested on."""
     edges = dict(crawl.edges)
     for task in crawl.schema.tasks:
-        if task.type == "link":
+        if task.is_link:
             edges[task.relation] = edges[task.relation].select(link_splits[task.name] == TRAIN)
     return Crawl(crawl.schema, crawl.nodes, edges, crawl.labels, crawl.report)

@@ -52,7 +52,7 @@ class WriterContext:
     def of(cls, graph, sim_g, crawl: Crawl, node_refs: dict | None = None) -> "WriterContext":
         node_tasks: dict[str, list[str]] = {}
         for task in crawl.schema.tasks:
-            if task.type != "link":
+            if not task.is_link:
                 node_tasks.setdefault(task.node_type, []).append(task.name)
         return cls(
             ntypes=list(graph.ntypes), etypes=[tuple(c) for c in graph.canonical_etypes],
@@ -242,6 +242,6 @@ def write_id_maps(parts: PartitionSet, crawl: Crawl, graph, sim_g, node_parts, o
 
 def write_link_splits(parts: PartitionSet, crawl: Crawl, link_splits: dict[str, np.ndarray]) -> None:
     for task in crawl.schema.tasks:
-        if task.type == "link":
+        if task.is_link:
             table, split = crawl.edges[task.relation], link_splits[task.name]
             parts.write_link_split(task.name, pa.table({"src": table.src, "dst": table.dst, "split": split}))

@@ -148,7 +148,11 @@ class NodeMinibatches:
 
     def features(self, input_nodes: torch.Tensor) -> TypedFeatures:
         """Standardised input features of local nodes ``input_nodes``, grouped by type."""
-        part = self.part
+        return self.features_of(self.part, input_nodes)
+
+    @staticmethod
+    def features_of(part: WorkerPartition, input_nodes: torch.Tensor) -> TypedFeatures:
+        """Standardised input features of ``part``'s local nodes ``input_nodes``, grouped by type."""
         node_type = part.node_type[input_nodes]
         features = TypedFeatures(node_type)
         for t in range(len(part.ntypes)):

@@ -69,7 +69,7 @@ def load_worker_partition(part_dir: str | Path, part_id: int) -> WorkerPartition
         spec, kinds = _input_spec(manifest.features[name], table)
         inputs.append(spec)
         keys.append(kinds)
-        dense.append(_standardised_dense(table, kinds["dense"]))
+        dense.append(_standardised_dense(table, kinds["dense"], manifest.features[name]))
     part = WorkerPartition(graph, manifest, node_type, row, inner, tables, inputs, keys, source=(str(part_dir), part_id),
                            dense=dense)
     if manifest.link_tasks:
@@ -78,16 +78,23 @@ def load_worker_partition(part_dir: str | Path, part_id: int) -> WorkerPartition
     return part
 
 
-def _standardised_dense(table: dict[str, torch.Tensor], keys: list[str]) -> torch.Tensor | None:
+def _standardised_dense(table: dict[str, torch.Tensor], keys: list[str], features: dict[str, FeatureInfo]) -> torch.Tensor | None:
     """The ``keys`` columns of ``table`` as one float32 matrix with zero mean and unit variance per
     column (raw epoch timestamps would swamp the rest); the columns leave ``table``. Done once per
     partition: gathering one matrix per step costs a fraction of gathering, concatenating and
-    standardising the columns each time."""
+    standardising the columns each time. The statistics are the set's (every node of the type,
+    recorded by the partitioner), so rows of any partition are scaled alike; a set without them
+    falls back to this partition's own rows."""
     if not keys:
         return None
     rows = next(iter(table.values())).shape[0]
     dense = torch.cat([table.pop(k).float().reshape(rows, -1) for k in keys], dim=1)
-    if rows:
+    infos = [features[k[len("feat_"):]] for k in keys]
+    if all(info.mean is not None for info in infos):
+        mean = torch.tensor([m for info in infos for m in info.mean], dtype=torch.float32)
+        std = torch.tensor([s for info in infos for s in info.std], dtype=torch.float32)
+        dense.sub_(mean).div_(std.clamp(min=1e-6))
+    elif rows:
         dense.sub_(dense.mean(0)).div_(dense.std(0).clamp(min=1e-6) if rows > 1 else 1.0)
     return dense
 

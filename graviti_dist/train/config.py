@@ -69,12 +69,16 @@ class TrainConfig(_Strict):
     device: Literal["cpu", "cuda"] = "cpu"
     threads_per_worker: int | None = Field(None, ge=1, description="default: the machine's cores / workers")
     sampler_workers: int | None = Field(None, ge=0, description="sampling processes per worker (default 0: in the worker process)")
+    sampling: Literal["auto", "local", "remote"] = Field(
+        "auto", description="local: inside each worker's partitions (needs a halo as deep as the model); remote: "
+                            "through the graph store on Ray, for sets with a shallower halo; auto: remote only then")
     eval_every: int = Field(1, ge=1)
     early_stopping: EarlyStopping | None = None
     seed: int = 0
     max_failures: int = Field(0, ge=0, description="Ray Train restarts after a worker dies")
     keep_checkpoints: int = Field(2, ge=1, description="newest Ray Train checkpoints kept (each holds the best model so far)")
     resume_from: str | None = Field(None, description="a checkpoint folder to continue from (set by graviti train --resume)")
+    run_id: str | None = Field(None, description="names this run's graph-store actors (set by graviti train)")
     progress: bool = Field(False, description="a per-step progress bar from rank 0 (on by itself in a terminal)")
 
 
@@ -128,9 +132,13 @@ def check_against_partitions(config: TrainConfig) -> Manifest:
         if name not in all_tasks:
             raise GravitiError(f"tasks: {name!r} is not a task of {part_dir} (tasks there: {all_tasks})")
     hops = manifest.num_hops
-    if len(config.model.fanouts) > hops:
+    if len(config.model.fanouts) > hops and config.sampling == "local":
         raise GravitiError(f"model.fanouts: {len(config.model.fanouts)} layers need a halo of {len(config.model.fanouts)} "
-                           f"hops, but {part_dir} was partitioned with num_hops {hops}")
+                           f"hops to sample locally, but {part_dir} was partitioned with num_hops {hops} "
+                           "(sampling: remote or auto samples beyond it through the graph store)")
+    if sampling_mode(config, manifest) == "remote" and config.sampler_workers:
+        raise GravitiError("sampler_workers: remote sampling runs in the training process (its requests overlap the "
+                           "step in a thread); leave sampler_workers at 0")
     if config.num_workers > manifest.num_parts:
         raise GravitiError(f"num_workers: {config.num_workers} workers but {part_dir} has only {manifest.num_parts} partitions")
     if config.early_stopping is not None:
@@ -138,6 +146,13 @@ def check_against_partitions(config: TrainConfig) -> Manifest:
         if task not in all_tasks or not metric:
             raise GravitiError(f"early_stopping.metric: {config.early_stopping.metric!r} is not TASK/METRIC of a task")
     return manifest
+
+
+def sampling_mode(config: TrainConfig, manifest: Manifest) -> str:
+    """``local`` or ``remote``: ``auto`` samples remotely only when the model is deeper than the set's halo."""
+    if config.sampling != "auto":
+        return config.sampling
+    return "remote" if len(config.model.fanouts) > manifest.num_hops else "local"
 
 
 def encoder_config(config: TrainConfig):

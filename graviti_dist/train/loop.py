@@ -76,11 +76,13 @@ class EpochTotals:
 
 
 def train_epoch(model: torch.nn.Module, batches: Iterable[MiniBatch], optimizer: torch.optim.Optimizer,
-                device: torch.device | str = "cpu", on_step: Callable[[], None] | None = None) -> EpochTotals:
-    """One pass over ``batches``: a step each (``model`` may be DDP-wrapped), ``on_step`` after each."""
+                device: torch.device | str = "cpu", on_step: Callable[[], None] | None = None,
+                ahead: bool = False) -> EpochTotals:
+    """One pass over ``batches``: a step each (``model`` may be DDP-wrapped), ``on_step`` after each;
+    ``ahead`` samples the next batches in a thread (see ``sampling.to_model``)."""
     model.train()
     totals = EpochTotals()
-    for batch in to_model(batches, device):
+    for batch in to_model(batches, device, ahead):
         totals.add(batch, train_step(model, batch, optimizer))
         if on_step is not None:
             on_step()
@@ -106,7 +108,7 @@ def evaluate(model: MultiTaskModel, batches: Iterable[MiniBatch], device: torch.
         _, outputs = model(batch)
         for name, metric in metrics.items():
             head = model.heads[name]
-            if model.specs[name].type == "link":
+            if model.specs[name].is_link:
                 if name in batch.links:
                     metric.update(outputs[name])
                     metric.add_loss(head.loss(outputs[name]), outputs[name][0].numel())

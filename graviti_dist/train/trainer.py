@@ -12,12 +12,15 @@ checkpoints, [3] restore from a checkpoint, [4] the trainer.
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import ray
@@ -29,16 +32,19 @@ from ray.train.torch import TorchTrainer
 from tqdm import tqdm
 
 from graviti_dist._dgl import set_threads
-from graviti_dist.errors import GravitiError
+from graviti_dist.errors import FieldError, GravitiError
 from graviti_dist.model import MultiTaskModel
-from graviti_dist.partition import read_manifest
+from graviti_dist.partition import PartitionSet, read_manifest
 from graviti_dist.runtime.ray_cluster import ray_session
-from graviti_dist.sampling import MinibatchStream, NodeMinibatches, load_worker_partition
-from graviti_dist.train.config import TrainConfig, check_against_partitions, encoder_config
+from graviti_dist.sampling import (MinibatchStream, NodeMinibatches, NodeRanges, RemoteMinibatches, connect_stores,
+                                   load_worker_partition, start_stores, store_nodes)
+from graviti_dist.train.config import TrainConfig, check_against_partitions, encoder_config, sampling_mode
 from graviti_dist.train.loop import EpochTotals, build_model, evaluate, make_optimizer, train_epoch
 from graviti_dist.train.metrics import torch_distributed_gather
 from graviti_dist.train.plots import plot_run
-from graviti_dist.train.run_dir import RAY_RUN_NAME, CHECKPOINT, RunDir, TrainingState
+from graviti_dist.train.run_dir import CHECKPOINT, RAY_RUN_NAME, RunDir, TrainingState
+
+log = logging.getLogger(__name__)
 
 
 def _flat(prefix: str, nested: dict) -> dict:
@@ -47,26 +53,46 @@ def _flat(prefix: str, nested: dict) -> dict:
 
 @dataclass
 class _WorkerData:
-    """A worker's partitions as train/val/test minibatches."""
+    """A worker's partitions as train/val/test minibatches (and, sampling remotely, the store actors
+    it serves, which live as long as these handles)."""
 
     train: list[NodeMinibatches]
     val: list[NodeMinibatches]
     test: list[NodeMinibatches]
+    remote: bool = False
+    stores: list = field(default_factory=list)
+    store_nodes: dict[int, str] = field(default_factory=dict)  # partition -> Ray node of the store this worker serves
+
+    def requests(self) -> tuple[int, float]:
+        """Store requests this worker's training batches have sent to other partitions so far, and
+        the seconds spent waiting for their answers."""
+        return sum(getattr(b, "requests", 0) for b in self.train), sum(getattr(b, "wait_s", 0.0) for b in self.train)
 
 
 def _worker_data(config: TrainConfig, rank: int, world: int) -> tuple[list, _WorkerData]:
-    owned = list(range(rank, read_manifest(config.partitions).num_parts, world))
+    manifest = read_manifest(config.partitions)
+    owned = list(range(rank, manifest.num_parts, world))
     parts = [load_worker_partition(config.partitions, p) for p in owned]
     fanouts, tasks = list(config.model.fanouts), config.tasks
+    remote = sampling_mode(config, manifest) == "remote"
+    served, nodes, batches = [], {}, partial(NodeMinibatches)
+    if remote:
+        # Every worker serves its own partitions, then finds everyone's by name.
+        served = start_stores(config.partitions, owned, config.run_id)
+        nodes = store_nodes(served, owned)
+        dist.barrier()
+        ranges = NodeRanges.of(PartitionSet(config.partitions))
+        batches = partial(RemoteMinibatches, stores=connect_stores(manifest.num_parts, config.run_id), ranges=ranges)
 
     def split(name: str, negatives: int, seed_of, shuffle: bool) -> list[NodeMinibatches]:
-        return [NodeMinibatches(p, fanouts, config.batch_size, name, seed=seed_of(k), shuffle=shuffle, tasks=tasks,
-                                link_pairs=config.link_pairs, negatives=negatives) for k, p in zip(owned, parts)]
+        return [batches(p, fanouts=fanouts, batch_size=config.batch_size, split=name, seed=seed_of(k), shuffle=shuffle,
+                        tasks=tasks, link_pairs=config.link_pairs, negatives=negatives) for k, p in zip(owned, parts)]
 
     # Evaluation negatives are drawn from a fixed seed: every epoch ranks against the same ones.
     return parts, _WorkerData(train=split("train", config.link_negatives, lambda k: config.seed * 1000 + k, True),
                               val=split("val", config.link_eval_negatives, lambda k: k, False),
-                              test=split("test", config.link_eval_negatives, lambda k: k, False))
+                              test=split("test", config.link_eval_negatives, lambda k: k, False),
+                              remote=remote, stores=served, store_nodes=nodes)
 
 
 def train_loop_per_worker(config_dict: dict) -> None:
@@ -96,13 +122,15 @@ def train_loop_per_worker(config_dict: dict) -> None:
         dist.all_reduce(steps, op=dist.ReduceOp.MAX)
         bar = tqdm(total=int(steps), desc=f"epoch {epoch}", unit="step", mininterval=2.0, file=sys.stderr,
                    disable=not (config.progress and rank == 0))
-        started = time.perf_counter()
-        totals = train_epoch(model, stream.epoch(int(steps)), optimizer, device, on_step=bar.update)
+        started, requests = time.perf_counter(), data.requests()
+        totals = train_epoch(model, stream.epoch(int(steps)), optimizer, device, on_step=bar.update, ahead=data.remote)
         epoch_time = time.perf_counter() - started
         bar.close()
         if schedule is not None:
             schedule.step()
         record = _epoch_record(core, totals, int(steps), epoch, epoch_time, world)
+        if data.remote:
+            record.update(_remote_record(data, requests, int(steps), world, first=epoch == state.epoch))
         stop = False
         if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
             stop = _select(config, core, _evaluate(core, data.val, device), state, epoch, record)
@@ -148,6 +176,23 @@ def _epoch_record(core: MultiTaskModel, totals: EpochTotals, steps: int, epoch: 
             "ddp_param_spread": _param_spread(core, world),
             **{f"loss/{n}": v for n, v in mean_losses.items()},
             **{f"weight/{n}": w for n, w in core.balancer.effective_weights().items()}}
+
+
+def _remote_record(data: _WorkerData, before: tuple[int, float], steps: int, world: int, first: bool) -> dict:
+    """Remote sampling's share of the record: store requests and the wait for their answers per step
+    per worker (sampling runs ahead in a thread, so the wait overlaps the step), and (first epoch of a
+    run) which Ray node serves each partition's store."""
+    now = data.requests()
+    sent = torch.tensor([now[0] - before[0], now[1] - before[1]], dtype=torch.float64)
+    dist.all_reduce(sent)
+    per_step = world * max(steps, 1)
+    record = {"sampling": "remote", "store_requests_per_step": round(float(sent[0]) / per_step, 2),
+              "store_wait_ms_per_step": round(1e3 * float(sent[1]) / per_step, 2)}
+    if first:
+        gathered = [None] * world
+        dist.all_gather_object(gathered, data.store_nodes)
+        record["store_nodes"] = {str(p): node for nodes in gathered for p, node in sorted(nodes.items())}
+    return record
 
 
 def _select(config: TrainConfig, core: MultiTaskModel, metrics: dict, state: TrainingState, epoch: int, record: dict) -> bool:
@@ -219,9 +264,14 @@ def fit(config: TrainConfig, *, address: str | None = None, overwrite: bool = Fa
     ``resume`` continues the run at ``config.out`` from its newest checkpoint (model, optimiser,
     schedule, balancer, epoch, best model so far, RNG) up to ``config.epochs``.
     """
-    check_against_partitions(config)
+    manifest = check_against_partitions(config)
     run = RunDir(Path(config.out).absolute())
-    config = _prepare_run_dir(config, run, overwrite, resume)
+    mode = sampling_mode(config, manifest)
+    if mode == "remote":
+        log.info("sampling: remote, through the graph store (the model's %d layers reach past the set's %d-hop halo)",
+                 len(config.model.fanouts), manifest.num_hops)
+    config = _prepare_run_dir(config.model_copy(update={"sampling": mode, "run_id": config.run_id or uuid.uuid4().hex[:12]}),
+                              run, overwrite, resume)
     threads = config.threads_per_worker or max(1, (os.cpu_count() or 2) // config.num_workers)
     with ray_session(address, num_threads=threads):
         trainer = TorchTrainer(  # [4]
@@ -248,7 +298,7 @@ def fit(config: TrainConfig, *, address: str | None = None, overwrite: bool = Fa
 def _prepare_run_dir(config: TrainConfig, run: RunDir, overwrite: bool, resume: bool) -> TrainConfig:
     """Check ``overwrite``/``resume`` against what ``run`` holds, write the resolved config; returns it."""
     if resume and overwrite:
-        raise GravitiError("resume continues a run and overwrite replaces it: pass one of them")
+        raise FieldError("resume", "continues a run and overwrite replaces it: pass one of them")
     if resume:
         checkpoint = run.latest_checkpoint()
         if checkpoint is None:

@@ -61,7 +61,7 @@ def test_config_errors_name_the_field(two_parts, tmp_path, capsys):
     with pytest.raises(GravitiError, match="colour"):
         load_train_config(None, [f"partitions={two_parts}", "colour=red"])
     with pytest.raises(GravitiError, match="3 layers need a halo of 3 hops"):
-        fit(load_train_config(None, [f"partitions={two_parts}", "model.fanouts=[5,5,5]", f"out={tmp_path}/r"]))
+        fit(load_train_config(None, [f"partitions={two_parts}", "model.fanouts=[5,5,5]", "sampling=local", f"out={tmp_path}/r"]))
     with pytest.raises(GravitiError, match="'likes' is not a task"):
         fit(load_train_config(None, [f"partitions={two_parts}", "tasks=[likes]", f"out={tmp_path}/r"]))
     with pytest.raises(GravitiError, match="only 2 partitions"):

@@ -143,3 +143,22 @@ def test_batch_and_online_predictions_agree_on_a_local_set(small_set, tmp_path):
         assert online[row["id"]]["predictions"]["topic"]["class"] == row["topic"]
     recommended = out.read_recommendations("rec").to_pylist()
     assert len(recommended) == 4 and all(len(r["items"]) == 2 for r in recommended)
+
+
+def test_dense_rows_are_scaled_alike_in_every_partition(small_set):
+    from graviti_dist._dgl import dgl
+
+    _, parts, _ = small_set
+    user = read_manifest(parts).ntypes.index("user")
+    rows: dict[int, list[torch.Tensor]] = {}
+    for p in range(2):
+        part = load_worker_partition(parts, p)
+        local = torch.nonzero(part.node_type == user).squeeze(1)
+        for node, shuffled in zip(local.tolist(), part.graph.ndata[dgl.NID][local].tolist()):
+            rows.setdefault(shuffled, []).append(part.dense[user][part.row[node]])
+    shared = [r for r in rows.values() if len(r) == 2]
+    assert shared, "no user node lies in both partitions"
+    for a, b in shared:
+        assert torch.equal(a, b)
+    every = torch.stack([r[0] for r in rows.values()])  # each user once: the set's own statistics
+    torch.testing.assert_close(every.mean(0), torch.zeros(2), atol=1e-5, rtol=0)

@@ -1,0 +1,84 @@
+"""The graph store on Ray: one actor per partition, found by name, restarted by Ray when it dies.
+
+Each training worker starts the store actors of the partitions it owns on its own node (soft node
+affinity: where the cluster allows), so requests for a partition go to the machine that already
+reads it; every worker then looks every store up by name. Actors are threaded
+(``max_concurrency``): requests from several workers overlap, and DGL's sampler and numpy's
+gathers release the GIL. A killed actor is restarted (``max_restarts``) and the requests it was
+serving are retried (``max_task_retries``), so training goes on; a missing store is a clear error.
+"""
+
+from __future__ import annotations
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from graviti_dist.errors import GravitiError
+from graviti_dist.runtime.ray_cluster import ray_get
+from graviti_dist.sampling.remote import GraphStore
+
+# Requests from every worker of a 2-core machine, or from 8 workers on a cluster, overlap here.
+STORE_CONCURRENCY = 8
+RESTARTS = 3
+
+
+class _StoreActor(GraphStore):
+    def node_id(self) -> str:
+        """The Ray node this store runs on (placement is reported with the run)."""
+        return ray.get_runtime_context().get_node_id()
+
+
+def store_name(run_id: str, part_id: int) -> str:
+    return f"graviti-store-{run_id}-{part_id}"
+
+
+class _RayFuture:
+    def __init__(self, ref):
+        self.ref = ref
+
+    def result(self):
+        return ray_get(self.ref)
+
+
+class RayStore:
+    """A :class:`GraphStore` actor behind the :class:`graviti_dist.sampling.remote.StoreHandle` interface."""
+
+    def __init__(self, actor):
+        self.actor = actor
+
+    def sample(self, nodes, fanout: int) -> _RayFuture:
+        return _RayFuture(self.actor.sample.remote(nodes, fanout))
+
+    def gather(self, nodes) -> _RayFuture:
+        return _RayFuture(self.actor.gather.remote(nodes))
+
+
+def start_stores(part_dir: str, part_ids: list[int], run_id: str) -> list:
+    """Start the store actors of ``part_ids`` on this node; returns their handles (keep them: the
+    caller owns the actors, which end with it)."""
+    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=True)
+    actor = ray.remote(_StoreActor)
+    handles = [actor.options(name=store_name(run_id, p), num_cpus=0, max_concurrency=STORE_CONCURRENCY,
+                             max_restarts=RESTARTS, max_task_retries=RESTARTS, scheduling_strategy=here).remote(part_dir, p)
+               for p in part_ids]
+    ray_get([h.ready.remote() for h in handles])
+    return handles
+
+
+def store_nodes(handles: list, part_ids: list[int]) -> dict[int, str]:
+    """Partition -> Ray node id of each of ``handles``' stores."""
+    return dict(zip(part_ids, ray_get([h.node_id.remote() for h in handles])))
+
+
+def connect_stores(num_parts: int, run_id: str) -> dict[int, RayStore]:
+    """Every partition's store by name; a clear error naming the partitions whose store is missing."""
+    stores, missing = {}, []
+    for p in range(num_parts):
+        try:
+            stores[p] = RayStore(ray.get_actor(store_name(run_id, p)))
+        except ValueError:
+            missing.append(p)
+    if missing:
+        raise GravitiError(f"graph store: no store actor for partitions {missing} (run {run_id}); "
+                           "every partition needs a training worker that serves it")
+    return stores

@@ -1,0 +1,194 @@
+"""The graph store on Ray: remote sampling over 1-hop sets equals full-halo sampling on Twitch, training on
+a 1-hop set through `graviti train`, a store actor killed mid-epoch, a missing store, and two Ray nodes."""
+
+import contextlib
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+
+from graviti_dist._dgl import dgl
+from graviti_dist.crawl import SyntheticSpec, generate_crawl
+from graviti_dist.errors import GravitiError
+from graviti_dist.partition import PartitionSet, PartitionSpec, partition_crawl
+from graviti_dist.sampling import NodeMinibatches, NodeRanges, RemoteMinibatches, connect_stores, load_worker_partition, start_stores
+from graviti_dist.train import RunDir, fit, load_train_config
+from tests.helpers import block_edges, same_features
+
+FULL = 10**6
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _sets(crawl: Path, root: Path, parts: int) -> tuple[Path, Path]:
+    # A seeded random assignment: both sets get the same parts, hence the same shuffled ids.
+    for hops in (1, 2):
+        partition_crawl(crawl, root / f"hops{hops}", PartitionSpec(num_parts=parts, num_hops=hops, method="random",
+                                                                   seed=1, executor="local"))
+    return root / "hops1", root / "hops2"
+
+
+@pytest.mark.parametrize("parts", [2, 4])
+def test_ray_stores_build_the_same_blocks_as_a_full_halo_on_twitch(twitch_crawl, tmp_path, ray_local, parts):
+    shallow_dir, full_dir = _sets(twitch_crawl, tmp_path, parts)
+    served = start_stores(str(shallow_dir), list(range(parts)), run_id="exact")  # this process owns them
+    stores = connect_stores(parts, "exact")
+    ranges = NodeRanges.of(PartitionSet(shallow_dir))
+    for part_id in range(parts):
+        full = load_worker_partition(full_dir, part_id)
+        shallow = load_worker_partition(shallow_dir, part_id)
+        local = NodeMinibatches(full, [FULL, FULL], 10**9, "train", shuffle=False)
+        remote = RemoteMinibatches(shallow, stores, ranges, [FULL, FULL], 10**9, "train", shuffle=False)
+        seeds = local.seeds[:300]
+        full_ids, shallow_ids = full.graph.ndata[dgl.NID], shallow.graph.ndata[dgl.NID]
+        assert torch.equal(full_ids[seeds], shallow_ids[remote.seeds[:300]])
+        inputs, blocks = local.sample(seeds)
+        remote_inputs, remote_blocks = remote.sample(remote.seeds[:300])
+        assert block_edges(blocks, full_ids[inputs]) == block_edges(remote_blocks, remote_inputs)
+        same_features(local.features(inputs), full_ids[inputs], remote.features(remote_inputs), remote_inputs)
+        assert remote.requests > 0
+    del served
+
+
+def test_a_missing_store_is_a_clear_error(ray_local):
+    with pytest.raises(GravitiError, match=r"no store actor for partitions \[0, 1\]"):
+        connect_stores(2, "no-such-run")
+
+
+@pytest.fixture(scope="module")
+def synthetic_sets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("remote-train")
+    generate_crawl(root / "crawl", SyntheticSpec(users=2000, seed=4), progress=False)
+    _sets(root / "crawl", root, 4)  # the same parts in both: only the halo depth (and sampling) differs
+    return root
+
+
+def _settings(parts: Path, out: Path, *extra: str) -> list[str]:
+    return [f"partitions={parts}", f"out={out}", "num_workers=2", "epochs=10", "model.hidden=16", "model.heads=2",
+            "batch_size=256", "balancing=static", "progress=false", *extra]
+
+
+def _train(parts: Path, out: Path, env: dict | None = None) -> RunDir:
+    """``python -m graviti_dist.train`` in a fresh process (its own Ray, or the one ``env`` names)."""
+    args = [a for s in _settings(parts, out) for a in ("--set", s)]
+    result = subprocess.run([sys.executable, "-m", "graviti_dist.train", *args], capture_output=True, text=True,
+                            timeout=800, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return RunDir(out)
+
+
+@pytest.fixture(scope="module")
+def full_halo_run(synthetic_sets, tmp_path_factory) -> RunDir:
+    return _train(synthetic_sets / "hops2", tmp_path_factory.mktemp("full-halo") / "run")
+
+
+def _close_to(run: RunDir, reference: RunDir) -> None:
+    """Test accuracy on ``interest`` within noise of the reference's: three standard errors of the
+    difference of two accuracies over the same ~80 test users (about 0.2 at an accuracy of 0.6)."""
+    a, b = run.read_test_metrics()["interest"], reference.read_test_metrics()["interest"]
+    assert a["count"] == b["count"]
+    p = (a["accuracy"] + b["accuracy"]) / 2
+    assert abs(a["accuracy"] - b["accuracy"]) < 3 * math.sqrt(2 * p * (1 - p) / a["count"]), (a, b)
+    assert a["accuracy"] > 0.3  # chance is 1/8
+
+
+@pytest.mark.timeout(900)
+def test_training_on_a_one_hop_set_matches_a_full_halo_run(synthetic_sets, full_halo_run, tmp_path):
+    shallow = _train(synthetic_sets / "hops1", tmp_path / "run")
+    assert shallow.read_config().sampling == "remote" and full_halo_run.read_config().sampling == "local"
+    records = shallow.read_records()
+    assert records[0]["sampling"] == "remote" and records[0]["store_requests_per_step"] > 0
+    assert sorted(records[0]["store_nodes"]) == ["0", "1", "2", "3"]
+    _close_to(shallow, full_halo_run)
+
+
+@pytest.mark.timeout(600)
+def test_a_store_killed_mid_epoch_is_restarted_and_training_goes_on(synthetic_sets, tmp_path, ray_local):
+    ray = ray_local
+    config = load_train_config(None, _settings(synthetic_sets / "hops1", tmp_path / "run", "epochs=12", "run_id=killtest"))
+    outcome: dict = {}
+    thread = threading.Thread(target=lambda: outcome.update(metrics=fit(config)), daemon=True)
+    thread.start()
+    deadline, killed = time.time() + 300, False
+    while time.time() < deadline and not killed:
+        run = RunDir(tmp_path / "run")
+        if run.holds_run() and len(run.read_records()) >= 2:
+            ray.kill(ray.get_actor("graviti-store-killtest-1"), no_restart=False)  # Ray restarts it
+            killed = True
+        time.sleep(0.2)
+    assert killed, "training never reached its third epoch"
+    thread.join(timeout=300)
+    assert not thread.is_alive(), "training hung after its store was killed"
+    records = RunDir(tmp_path / "run").read_records()
+    assert [r["epoch"] for r in records] == list(range(12)) and "interest" in outcome["metrics"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ray_node(args: list[str], env: dict) -> subprocess.Popen:
+    """A Ray node of its own (``ray start --block``) in a session of its own, so stopping it ends
+    exactly its processes (never `ray stop`, which ends every Ray on the machine)."""
+    ray = str(Path(sys.executable).with_name("ray"))
+    return subprocess.Popen([ray, "start", "--block", "--node-ip-address=127.0.0.1", "--num-cpus=1", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _stop(node: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(node.pid, signal.SIGTERM)
+    try:
+        node.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(node.pid, signal.SIGKILL)
+
+
+@pytest.mark.ray_cluster
+@pytest.mark.timeout(900)
+def test_two_ray_nodes_serve_a_four_part_one_hop_set(synthetic_sets, full_halo_run, tmp_path, ray_local):
+    """Two Ray nodes on loopback (custom resources node_a, node_b), the job submitted as users do."""
+    ray_local.shutdown()  # this machine's 2 cores go to the two nodes
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    port, dashboard = _free_port(), _free_port()
+    head = _ray_node(["--head", f"--port={port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+                      "--resources={\"node_a\": 1}", f"--temp-dir=/tmp/gr{os.getpid()}"], env)
+    nodes = [head]
+    try:
+        _wait_for(f"http://127.0.0.1:{dashboard}/api/version", 120)
+        nodes.append(_ray_node([f"--address=127.0.0.1:{port}", "--resources={\"node_b\": 1}"], env))
+        time.sleep(10)  # the second raylet registers with the head
+        out = tmp_path / "run"
+        submit = [str(REPO / "launch" / "submit_train.sh"), f"http://127.0.0.1:{dashboard}", str(REPO / "launch" / "train.example.yaml"),
+                  *(a for s in _settings(synthetic_sets / "hops1", out, "early_stopping=null") for a in ("--set", s))]
+        job = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=800, cwd=REPO)
+        assert job.returncode == 0, (job.stdout + job.stderr)[-4000:]
+    finally:
+        for node in reversed(nodes):
+            _stop(node)
+    run = RunDir(out)
+    records = run.read_records()
+    assert len(set(records[0]["store_nodes"].values())) == 2, records[0]["store_nodes"]  # stores on both nodes
+    assert len(records) == 10 and records[-1]["ddp_param_spread"] == 0.0
+    _close_to(run, full_halo_run)
+
+
+def _wait_for(url: str, seconds: float) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        with contextlib.suppress(OSError):
+            urllib.request.urlopen(url, timeout=2).read()
+            return
+        time.sleep(1)
+    raise AssertionError(f"{url} did not answer within {seconds}s")

@@ -1,0 +1,80 @@
+"""Remote sampling over a 1-hop set equals local sampling over a full-halo set (stores in this process;
+over Ray actors and on Twitch: tests/integration/test_remote_sampling.py)."""
+
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from graviti_dist._dgl import dgl
+from graviti_dist.crawl import SyntheticSpec, generate_crawl
+from graviti_dist.partition import PartitionSet, PartitionSpec, partition_crawl
+from graviti_dist.sampling import NodeMinibatches, load_worker_partition
+from graviti_dist.sampling.remote import GraphStore, LocalStore, NodeRanges, RemoteMinibatches
+from tests.helpers import block_edges, same_features
+
+FULL = 10**6  # a fanout above every in-degree: whole neighbourhoods
+
+
+@pytest.fixture(scope="module")
+def sets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("remote")
+    generate_crawl(root / "crawl", SyntheticSpec(users=400, seed=2), progress=False)
+    # A seeded random assignment: both sets get the same parts, hence the same shuffled ids.
+    for hops in (1, 2):
+        partition_crawl(root / "crawl", root / f"hops{hops}",
+                        PartitionSpec(num_parts=3, num_hops=hops, method="random", seed=1, executor="local"))
+    return root / "hops1", root / "hops2"
+
+
+def _remote(shallow_dir, part_id, fanouts, **kwargs):
+    stores = {p: LocalStore(GraphStore(str(shallow_dir), p)) for p in range(3)}
+    part = load_worker_partition(shallow_dir, part_id)
+    return RemoteMinibatches(part, stores, NodeRanges.of(PartitionSet(shallow_dir)), fanouts, 10**9, "train",
+                             shuffle=False, **kwargs)
+
+
+@pytest.mark.parametrize("part_id", [0, 2])
+def test_full_neighbourhoods_build_the_same_blocks_and_rows(sets, part_id):
+    shallow_dir, full_dir = sets
+    full = load_worker_partition(full_dir, part_id)
+    local = NodeMinibatches(full, [FULL, FULL], 10**9, "train", shuffle=False)
+    remote = _remote(shallow_dir, part_id, [FULL, FULL])
+    full_ids, shallow_ids = full.graph.ndata[dgl.NID], remote.part.graph.ndata[dgl.NID]
+    assert torch.equal(full_ids[local.seeds], shallow_ids[remote.seeds])
+    inputs, blocks = local.sample(local.seeds)
+    remote_inputs, remote_blocks = remote.sample(remote.seeds)
+    assert sorted(full_ids[inputs].tolist()) == sorted(remote_inputs.tolist())
+    assert block_edges(blocks, full_ids[inputs]) == block_edges(remote_blocks, remote_inputs)
+    assert remote.requests > 0  # the 1-hop set had to ask other partitions
+    same_features(local.features(inputs), full_ids[inputs], remote.features(remote_inputs), remote_inputs)
+
+
+def test_small_fanouts_sample_real_edges_min_of_fanout_and_degree(sets):
+    shallow_dir, _ = sets
+    remote = _remote(shallow_dir, 1, [3, 2])
+    edges = Counter()  # the whole graph's (src, dst, etype), from every partition's inner nodes' in-edges
+    for p in range(3):
+        part = load_worker_partition(shallow_dir, p)
+        nid, src, dst = part.graph.ndata[dgl.NID], *part.graph.edges()
+        inner = part.inner[dst]
+        edges.update(zip(nid[src[inner]].tolist(), nid[dst[inner]].tolist(), part.graph.edata[dgl.ETYPE][inner].tolist()))
+    in_degree = Counter(dst for (_, dst, _), n in edges.items() for _ in range(n))
+    dgl.seed(0)
+    inputs, blocks = remote.sample(remote.seeds[:64])
+    for (layer, fanout) in zip(block_edges(blocks, inputs), (3, 2)):
+        per_dst = Counter(d for _, d, _ in layer)
+        for (s, d, t), n in Counter(layer).items():
+            assert edges[(s, d, t)] >= n, (s, d, t)  # an edge of the crawl, drawn at most as often as it exists
+        for d, n in per_dst.items():
+            assert n == min(fanout, in_degree[d]), (d, n, in_degree[d])
+    assert np.isin(inputs.numpy(), [s for s, _, _ in edges] + [d for _, d, _ in edges]).all()
+
+
+def test_a_store_refuses_nodes_it_does_not_own(sets):
+    shallow_dir, _ = sets
+    store = GraphStore(str(shallow_dir), 0)
+    foreign = np.array([int(NodeRanges.of(PartitionSet(shallow_dir)).starts.max())])
+    with pytest.raises(ValueError, match="does not own"):
+        store.sample(foreign, 5)
