@@ -129,7 +129,8 @@ def _harness(set_dir: Path, steps: int = 20) -> dict:
         inputs, _ = batches.sample(seeds)
         remote_inputs.append(float((batches.local.local_ids(inputs.numpy()) < 0).mean()))
         batches.features(inputs)
-    return {"steps": steps, "requests_per_step": batches.requests / steps,
+    steps = len(remote_inputs)
+    return {"steps": steps, "requests_per_step": round(batches.requests / steps, 2),
             "answer_mb_per_step": round(Counting.sent / steps / 2**20, 3),
             "input_rows_remote_fraction": round(float(np.mean(remote_inputs)), 3),
             "store_wait_ms_per_step": round(1e3 * batches.wait_s / steps, 2)}

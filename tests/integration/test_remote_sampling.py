@@ -163,7 +163,7 @@ def test_two_ray_nodes_serve_a_four_part_one_hop_set(synthetic_sets, full_halo_r
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     port, dashboard = _free_port(), _free_port()
     head = _ray_node(["--head", f"--port={port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
-                      "--resources={\"node_a\": 1}", f"--temp-dir=/tmp/gr{os.getpid()}"], env)
+                      "--resources={\"node_a\": 1}", f"--temp-dir=/tmp/gn{os.getpid()}"], env)
     nodes = [head]
     try:
         _wait_for(f"http://127.0.0.1:{dashboard}/api/version", 120)
