@@ -29,7 +29,7 @@ from pathlib import Path
 from benchmarks._meta import RESULTS, write_result, write_whole
 
 LOAD = """
-import json, resource
+import json
 import torch
 from graviti_dist.sampling import load_worker_partition
 part = load_worker_partition({parts!r}, {part_id})
@@ -39,12 +39,22 @@ tensors = [*g.ndata.values(), *g.edata.values(), *(t for fmt in g.formats()["cre
            *(d for d in part.dense if d is not None)]
 print(json.dumps({{"bytes": sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor)),
                   "nodes": g.num_nodes(), "inner_nodes": int(part.inner.sum()), "edges": g.num_edges(),
-                  "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}}))
+                  "peak_rss_gb": peak_rss_gb()}}))
+"""
+
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork and exec, so a child of this process
+# (which has just partitioned the crawl) would report this process's peak.
+PEAK = """
+def peak_rss_gb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20
 """
 
 
 def _run_json(code: str) -> dict:
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(PEAK) + textwrap.dedent(code)], capture_output=True,
+                            text=True)
     if result.returncode:
         raise SystemExit(f"benchmark step failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
