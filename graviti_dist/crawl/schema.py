@@ -139,6 +139,8 @@ class CrawlSchema(_Strict):
                 raise ValueError(f"node type {ntype!r}: 'id' is the id column and cannot be a feature or label")
         seen: set[str] = set()
         for task in self.tasks:
+            if not _NAME.match(task.name):  # link splits and recommendations are files named after tasks
+                raise ValueError(f"task name {task.name!r} must be letters, digits, '_' or '-' (it names files)")
             if task.name in seen:
                 raise ValueError(f"task name {task.name!r} is used twice")
             seen.add(task.name)

@@ -16,7 +16,8 @@ from graviti_dist.partition import Manifest, read_manifest  # the face is lazy: 
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Unknown keys are typos; inf and NaN are never a setting (optim.lr=.inf trained to NaN and exited 0).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelConfig(_Strict):
@@ -55,7 +56,7 @@ class EarlyStopping(_Strict):
 class TrainConfig(_Strict):
     partitions: str = Field(description="a partition set from graviti partition")
     out: str = Field("runs/train", description="run directory: config, epoch records, plots, checkpoints (train/run_dir.py)")
-    tasks: list[str] | None = Field(None, description="subset of the partition set's tasks (default: all)")
+    tasks: list[str] | None = Field(None, min_length=1, description="subset of the partition set's tasks (default: all)")
     task_weights: dict[str, float] = Field(default_factory=dict)
     balancing: Literal["static", "uncertainty", "dwa"] = "uncertainty"
     model: ModelConfig = Field(default_factory=ModelConfig)

@@ -51,7 +51,9 @@ class TaskMetric:
     def update(self, pred: torch.Tensor, target: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> None:
         """Node tasks: ``pred`` from the head's ``predict``; link tasks: ``pred`` = (pos, neg) scores."""
         if self.type == "link":
-            pos, neg = pred
+            # A NaN score ranks worst: a positive below every negative, a negative above the positive
+            # (NaN compares false, which would rank a NaN positive first: MRR 1.0 for a diverged model).
+            pos, neg = pred[0].nan_to_num(nan=-math.inf), pred[1].nan_to_num(nan=math.inf)
             # Optimistic ties would flatter a constant scorer; count ties as half above.
             rank = 1 + (neg > pos.unsqueeze(1)).sum(1).double() + 0.5 * (neg == pos.unsqueeze(1)).sum(1).double()
             self.rr_sum += float((1.0 / rank).sum())

@@ -39,7 +39,7 @@ from graviti_dist.runtime.ray_cluster import ray_session
 from graviti_dist.sampling import (MinibatchStream, NodeMinibatches, NodeRanges, RemoteMinibatches, connect_stores,
                                    load_worker_partition, start_stores, store_nodes)
 from graviti_dist.train.config import TrainConfig, check_against_partitions, encoder_config, sampling_mode
-from graviti_dist.train.loop import EpochTotals, build_model, evaluate, make_optimizer, train_epoch
+from graviti_dist.train.loop import EpochTotals, build_model, check_finite_losses, evaluate, make_optimizer, train_epoch
 from graviti_dist.train.metrics import torch_distributed_gather
 from graviti_dist.train.plots import plot_run
 from graviti_dist.train.run_dir import CHECKPOINT, RAY_RUN_NAME, RunDir, TrainingState
@@ -170,6 +170,7 @@ def _epoch_record(core: MultiTaskModel, totals: EpochTotals, steps: int, epoch: 
     summed = torch.tensor([totals.seeds, *(float(totals.loss_sums.get(n, 0.0)) for n in core.specs)], dtype=torch.float64)
     dist.all_reduce(summed)
     mean_losses = {n: float(summed[i + 1]) / (world * max(steps, 1)) for i, n in enumerate(core.specs)}
+    check_finite_losses(mean_losses, epoch)  # every worker sees the same sums: all stop together
     core.balancer.end_epoch(mean_losses)
     return {"epoch": epoch, "train_seeds": int(summed[0]), "epoch_time_s": round(epoch_time, 3),
             "seeds_per_s": round(float(summed[0]) / epoch_time, 1), "steps": steps,

@@ -38,3 +38,12 @@ def test_link_ranks():
     m.update((torch.tensor([0.9, 0.5]), torch.tensor([[0.1, 0.2], [0.7, 0.1]])))
     result = m.compute()
     assert result["mrr"] == pytest.approx((1 + 0.5) / 2) and result["hits@10"] == 1.0
+
+
+def test_nan_link_scores_rank_worst():
+    m = TaskMetric("link")
+    nan = float("nan")
+    m.update((torch.tensor([nan, 0.9, 0.9]), torch.tensor([[0.1, 0.2], [nan, 0.1], [0.1, 0.2]])))
+    result = m.compute()
+    # ranks: 3 (NaN positive below both negatives), 2 (NaN negative above), 1
+    assert result["mrr"] == pytest.approx((1 / 3 + 1 / 2 + 1) / 3) and result["count"] == 3

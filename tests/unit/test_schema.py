@@ -29,6 +29,8 @@ def test_small_schema_parses_and_round_trips():
         (lambda s: s["tasks"].append({"name": "l", "type": "link", "relation": "likes"}), "unknown relation 'likes'"),
         (lambda s: s["tasks"][0].update(type="ranking"), "tasks.0.type"),
         (lambda s: s["relations"]["authored"].update(symmetric=True), "symmetric relation must join one node type"),
+        (lambda s: s["tasks"][2].update(name="../../escape"), "task name '../../escape' must be letters"),
+        (lambda s: s["tasks"][2].update(name="/tmp/x"), "task name '/tmp/x' must be letters"),
     ],
 )
 def test_schema_errors_name_the_field(mutate, message):

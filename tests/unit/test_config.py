@@ -1,0 +1,31 @@
+"""Training configs are refused up front, with the field named, when they cannot train."""
+
+import pytest
+
+from graviti_dist.errors import GravitiError
+from graviti_dist.train import load_train_config
+
+
+@pytest.mark.parametrize("override, field", [
+    ("optim.lr=.inf", "optim.lr"), ("optim.lr=.nan", "optim.lr"), ("model.dropout=.nan", "model.dropout"),
+    ("tasks=[]", "tasks"), ("epochs=0", "epochs"), ("sampling=sometimes", "sampling"), ("colour=red", "colour"),
+])
+def test_configs_that_cannot_train_are_refused(override, field):
+    with pytest.raises(GravitiError) as err:
+        load_train_config(None, ["partitions=p", override])
+    assert f"  {field}:" in str(err.value), str(err.value)
+
+
+def test_a_sound_config_loads_with_its_defaults():
+    config = load_train_config(None, ["partitions=p", "optim.lr=0.01", "tasks=[a]"])
+    assert config.optim.lr == 0.01 and config.tasks == ["a"] and config.sampling == "auto"
+
+
+def test_a_non_finite_training_loss_stops_the_run_naming_task_and_epoch():
+    from graviti_dist.train.loop import check_finite_losses
+
+    check_finite_losses({"a": 0.5, "b": 0.0}, 3)
+    with pytest.raises(GravitiError, match=r"diverged in epoch 3: the loss of b is nan"):
+        check_finite_losses({"a": 0.5, "b": float("nan")}, 3)
+    with pytest.raises(GravitiError, match="a is inf"):
+        check_finite_losses({"a": float("inf")}, 0)
