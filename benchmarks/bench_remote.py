@@ -163,7 +163,7 @@ def throughput(workdir: Path, rounds: int, epochs: int, users: int) -> dict:
         if name == "remote":
             later = [r for rec in records for r in rec[1:]]
             out[name]["store_requests_per_step"] = statistics.median(r["store_requests_per_step"] for r in later)
-            out[name]["store_wait_ms_per_step"] = statistics.median(r["store_wait_ms_per_step"] for r in later)
+            out[name]["store_wait_ms_per_step"] = round(statistics.median(r["store_wait_ms_per_step"] for r in later), 2)
     ratios = [r / f for r, f in zip(out["remote"]["per_round"], out["full_halo"]["per_round"])]
     out["remote_over_full_halo"] = {"median": round(statistics.median(ratios), 3), "per_round": [round(x, 3) for x in ratios]}
     out["harness"] = _harness(sets["remote"][0])
@@ -181,7 +181,7 @@ def table(result: dict) -> str:
              f"| 2-hop halo, local sampling | {t['full_halo']['seeds_per_s']:,} | {t['full_halo']['per_round']} |",
              f"| 1-hop halo, remote sampling | {t['remote']['seeds_per_s']:,} | {t['remote']['per_round']} |",
              "", f"Remote over full halo: {t['remote_over_full_halo']['median']}x (per round {t['remote_over_full_halo']['per_round']}); "
-             f"{t['remote']['store_requests_per_step']} store requests and {t['remote']['store_wait_ms_per_step']} ms waiting "
+             f"{t['remote']['store_requests_per_step']} store requests and {t['remote']['store_wait_ms_per_step']:.1f} ms waiting "
              f"for them per step per worker (the wait overlaps the step). Harness, one worker in process: "
              f"{t['harness']['answer_mb_per_step']} MB of answers and {t['harness']['requests_per_step']} requests per step; "
              f"{t['harness']['input_rows_remote_fraction']:.0%} of input rows come from other partitions."]
