@@ -264,7 +264,11 @@ def _block(dst: np.ndarray, edges: SampledEdges) -> tuple[np.ndarray, Block]:
     new = np.setdiff1d(np.unique(edges.src), dst)
     src_nodes = np.concatenate([dst, new])
     order = np.argsort(src_nodes, kind="stable")
-    index_of = lambda ids: order[np.searchsorted(src_nodes[order], ids)]  # noqa: E731
+    sorted_nodes = src_nodes[order]
+
+    def index_of(ids: np.ndarray) -> np.ndarray:  # position of each id among the block's source nodes
+        return order[np.searchsorted(sorted_nodes, ids)]
+
     src = torch.from_numpy(index_of(edges.src))
     dst_index = torch.from_numpy(index_of(edges.dst))
     block = Block.from_edges(src, dst_index, len(src_nodes), len(dst), etype=torch.from_numpy(edges.etype).long())
