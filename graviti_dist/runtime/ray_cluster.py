@@ -8,6 +8,7 @@ sampler and torch's CPU kernels).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 from typing import Iterator
@@ -43,7 +44,12 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None, num_
     if ray.is_initialized():
         yield
         return
-    kwargs: dict = {"runtime_env": ray_runtime_env(num_threads=num_threads), "log_to_driver": True}
+    # Workers' output (Ray Train's per-epoch report dumps from every rank, actors' logs) reaches the
+    # console only with --verbose (our logger at DEBUG): a demo printed ~24 KB of it. It stays in
+    # Ray's log folder either way.
+    verbose = logging.getLogger("graviti_dist").isEnabledFor(logging.DEBUG)
+    kwargs: dict = {"runtime_env": ray_runtime_env(num_threads=num_threads), "log_to_driver": verbose,
+                    "logging_level": logging.INFO if verbose else logging.ERROR}
     if address is None and os.environ.get("RAY_ADDRESS"):
         # Inside `ray job submit`: the job's runtime_env (launch/runtime_env.yaml) already names our
         # setup hook and thread counts, and Ray refuses a driver env that redefines them.

@@ -81,6 +81,8 @@ class TrainConfig(_Strict):
     resume_from: str | None = Field(None, description="a checkpoint folder to continue from (set by graviti train --resume)")
     run_id: str | None = Field(None, description="names this run's graph-store actors (set by graviti train)")
     progress: bool = Field(False, description="a per-step progress bar from rank 0 (on by itself in a terminal)")
+    build_dir: str | None = Field(None, description="set by graviti train --overwrite: where the new run is built "
+                                                    "before it replaces the one at out (never recorded in the run)")
 
 
 def _errors(exc: ValidationError, source: str) -> GravitiError:
@@ -147,6 +149,26 @@ def check_against_partitions(config: TrainConfig) -> Manifest:
         if task not in all_tasks or not metric:
             raise GravitiError(f"early_stopping.metric: {config.early_stopping.metric!r} is not TASK/METRIC of a task")
     return manifest
+
+
+# What a checkpoint's weights and balancer were shaped by: a resumed run must keep them.
+# Everything else (epochs, lr, workers, dropout, early stopping, ...) may change on --resume.
+_CHECKPOINT_SHAPE = ("partitions", "tasks", "balancing", "model.kind", "model.hidden", "model.heads", "model.gatv2",
+                     "model.relations", "model.layer_norm", "model.fanouts")
+
+
+def _dotted(config: TrainConfig, key: str):
+    value = config
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def resume_conflicts(stored: TrainConfig, new: TrainConfig) -> list[str]:
+    """The settings in which ``new`` differs from the run it would resume, where the checkpoint
+    could not be loaded into the model ``new`` builds (one line per setting)."""
+    return [f"{key} is {_dotted(stored, key)!r} in the run and {_dotted(new, key)!r} now"
+            for key in _CHECKPOINT_SHAPE if _dotted(stored, key) != _dotted(new, key)]
 
 
 def sampling_mode(config: TrainConfig, manifest: Manifest) -> str:

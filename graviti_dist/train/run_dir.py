@@ -10,13 +10,20 @@ A run directory (``TrainConfig.out``)::
     losses.png, metrics.png
     ray/train/checkpoint_*/state.pt   # Ray Train's checkpoints, each a TrainingState
 
+and beside it ``.NAME.lock``, held by the ``graviti train`` driver while it runs (:class:`RunLock`):
+a second training into the same run is refused, and workers stop when the driver is gone.
+Files are replaced whole (written beside, then renamed), so a killed run never leaves half a file.
+
 This module is the only one that spells these names; ``infer`` reads runs through :func:`load_run`.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import shutil
+import socket
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -25,6 +32,7 @@ import yaml
 from pydantic import ValidationError
 
 from graviti_dist.errors import GravitiError
+from graviti_dist.runtime.output import recover
 from graviti_dist.train.config import TrainConfig
 
 CONFIG = "config.yaml"
@@ -37,6 +45,70 @@ LOSSES_PLOT = "losses.png"
 METRICS_PLOT = "metrics.png"
 RAY_DIR = "ray"
 RAY_RUN_NAME = "train"
+LOCK_SUFFIX = ".lock"
+
+
+def _replace_with(path: Path, write) -> None:
+    """Write ``path`` whole: ``write(tmp)`` fills a sibling, which then replaces ``path`` atomically."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def lock_path(out: str | Path) -> Path:
+    out = Path(out)
+    return out.parent / f".{out.name}{LOCK_SUFFIX}"
+
+
+class RunLock:
+    """An exclusive lock on the run at ``out`` (``flock`` on a sibling file, released by the kernel
+    when the holder dies), naming the holder's host, pid and run id for whoever is refused."""
+
+    def __init__(self, out: str | Path, run_id: str):
+        self.path, self.run_id, self._file = lock_path(out), run_id, None
+
+    def __enter__(self) -> "RunLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        f = self.path.open("a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise GravitiError(f"out: {self.path.parent / self.path.name[1:-len(LOCK_SUFFIX)]} is in use by another "
+                               f"graviti train ({holder}); wait for it to finish or choose another out") from None
+        f.seek(0)
+        f.truncate()
+        f.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "run_id": self.run_id}))
+        f.flush()
+        self._file = f
+        return self
+
+    def __exit__(self, *exc) -> None:
+        fcntl.flock(self._file, fcntl.LOCK_UN)
+        self._file.close()
+
+
+def driver_holds_lock(out: str | Path, run_id: str | None) -> bool:
+    """Seen from a worker: whether the driver of run ``run_id`` still holds the run's lock (False
+    once it died, or when a later run took the lock over)."""
+    path = lock_path(out)
+    if run_id is None or not path.exists():
+        return True  # not started by graviti train's driver (a test calling the loop directly)
+    with path.open("r") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                return json.loads(f.read() or "{}").get("run_id") == run_id
+            except json.JSONDecodeError:
+                return False
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False
 
 
 @dataclass
@@ -82,7 +154,8 @@ class RunDir:
 
     def write_config(self, config: TrainConfig) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+        text = yaml.safe_dump(config.model_dump(mode="json", exclude={"build_dir"}), sort_keys=False)
+        _replace_with(self.config_path, lambda tmp: tmp.write_text(text))
 
     def read_config(self) -> TrainConfig:
         try:
@@ -102,16 +175,16 @@ class RunDir:
     def keep_records_before(self, epoch: int) -> None:
         """Drop the records of ``epoch`` and later: a resumed run computes them again."""
         if self.metrics_path.exists():
-            kept = [r for r in self.read_records() if r["epoch"] < epoch]
-            self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            kept = "".join(json.dumps(r) + "\n" for r in self.read_records() if r["epoch"] < epoch)
+            _replace_with(self.metrics_path, lambda tmp: tmp.write_text(kept))
 
     def clear_records(self) -> None:
         self.metrics_path.unlink(missing_ok=True)
 
     def write_test_metrics(self, metrics: dict, table: str) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        self.test_metrics_path.write_text(json.dumps(metrics, indent=2))
-        self.test_table_path.write_text(table)
+        _replace_with(self.test_metrics_path, lambda tmp: tmp.write_text(json.dumps(metrics, indent=2)))
+        _replace_with(self.test_table_path, lambda tmp: tmp.write_text(table))
 
     def read_test_metrics(self) -> dict:
         return json.loads(self.test_metrics_path.read_text())
@@ -120,7 +193,7 @@ class RunDir:
         return self.test_table_path.read_text() if self.test_table_path.exists() else None
 
     def save_best_model(self, state_dict: dict) -> None:
-        torch.save(state_dict, self.best_model_path)
+        _replace_with(self.best_model_path, lambda tmp: torch.save(state_dict, tmp))
 
     def latest_checkpoint(self) -> Path | None:
         """The newest Ray Train checkpoint folder of the run (holding a TrainingState), if any."""
@@ -144,6 +217,7 @@ class TrainedRun:
 def load_run(path: str | Path) -> TrainedRun:
     """A run directory (its best model) or a checkpoint (``state.pt`` or its folder) inside one."""
     path = Path(path)
+    recover(path)  # a replacing run that died between its renames
     if path.is_dir() and RunDir(path).config_path.exists():
         weights, run = RunDir(path).best_model_path, RunDir(path)
         if not weights.exists():

@@ -15,6 +15,7 @@ import itertools
 import logging
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -35,14 +36,18 @@ from graviti_dist._dgl import set_threads
 from graviti_dist.errors import FieldError, GravitiError
 from graviti_dist.model import MultiTaskModel
 from graviti_dist.partition import PartitionSet, read_manifest
+from graviti_dist.runtime.output import check_output, publish, staging_dir
 from graviti_dist.runtime.ray_cluster import ray_session
 from graviti_dist.sampling import (MinibatchStream, NodeMinibatches, NodeRanges, RemoteMinibatches, connect_stores,
                                    load_worker_partition, start_stores, store_nodes)
-from graviti_dist.train.config import TrainConfig, check_against_partitions, encoder_config, sampling_mode
+from graviti_dist.train.console import EpochPrinter
+from graviti_dist.train.config import (TrainConfig, check_against_partitions, encoder_config, resume_conflicts,
+                                       sampling_mode)
 from graviti_dist.train.loop import EpochTotals, build_model, check_finite_losses, evaluate, make_optimizer, train_epoch
 from graviti_dist.train.metrics import torch_distributed_gather
 from graviti_dist.train.plots import plot_run
-from graviti_dist.train.run_dir import CHECKPOINT, RAY_RUN_NAME, RunDir, TrainingState
+from graviti_dist.train.run_dir import (CHECKPOINT, RAY_RUN_NAME, RunDir, RunLock, TrainingState, driver_holds_lock,
+                                        lock_path)
 
 log = logging.getLogger(__name__)
 
@@ -109,12 +114,13 @@ def train_loop_per_worker(config_dict: dict) -> None:
     # With none, sampling runs in this process: ahead in a thread on CUDA, in line on the CPU (to_model).
     stream = MinibatchStream(data.train, workers=config.sampler_workers or 0, pin_memory=device.type == "cuda")
     core = build_model(parts[0], encoder_config(config), config.balancing, config.tasks, config.task_weights).to(device)
-    # [1] DDP; a batch may lack a node type, so some input projections go unused in a step.
-    model = ray.train.torch.prepare_model(core, parallel_strategy_kwargs={"find_unused_parameters": True})
+    # [1] DDP; every parameter joins the loss, so DDP need not search the graph for unused ones.
+    core.every_parameter_in_loss = True
+    model = ray.train.torch.prepare_model(core, parallel_strategy_kwargs={"find_unused_parameters": False})
     optimizer = make_optimizer(core.parameters(), config.optim.lr, config.optim.weight_decay, device)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs) if config.optim.schedule == "cosine" else None
     state = _restore(config, core, optimizer, schedule)  # [3]
-    run = RunDir(config.out)
+    run = RunDir(config.build_dir or config.out)
     if rank == 0:
         run.keep_records_before(state.epoch)  # epochs after the checkpoint run again
     for epoch in range(state.epoch, config.epochs):
@@ -135,7 +141,7 @@ def train_loop_per_worker(config_dict: dict) -> None:
         if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
             stop = _select(config, core, _evaluate(core, data.val, device), state, epoch, record)
         state.epoch = epoch
-        _report(record, core, optimizer, schedule, state, rank, run)  # [2]
+        _report(record, core, optimizer, schedule, state, rank, run, config)  # [2]
         if stop:
             break
     if state.best_state is not None:
@@ -236,10 +242,16 @@ def _score(config: TrainConfig, metrics: dict) -> float:
     return value if config.early_stopping.mode == "max" else -value
 
 
-def _report(record: dict, core, optimizer, schedule, state: TrainingState, rank: int, run: RunDir) -> None:
+def _report(record: dict, core, optimizer, schedule, state: TrainingState, rank: int, run: RunDir,
+            config: TrainConfig) -> None:
     if rank != 0:
         ray.train.report(record)
         return
+    if not driver_holds_lock(config.out, config.run_id):
+        # A killed driver can leave its workers running (ray job stop, SIGKILL); they must not keep
+        # writing into a run that a --resume may already be continuing.
+        raise GravitiError(f"the graviti train driver of run {config.run_id} is gone (it no longer holds "
+                           f"{lock_path(config.out)}); stopping")
     run.append_record(record)
     with tempfile.TemporaryDirectory() as directory:
         TrainingState(model=core.state_dict(), optimizer=optimizer.state_dict(),
@@ -253,7 +265,7 @@ def _write_run_outputs(config: TrainConfig, run: RunDir, test_metrics: dict, cor
     for task, values in test_metrics.items():
         rows += [f"| {task} | {name} | {value:.4f} |" for name, value in values.items() if name != "count"]
     if best_epoch is not None:
-        rows += ["", f"Test split, with the model of epoch {best_epoch} "
+        rows += ["", f"Test split, with the model of epoch {best_epoch + 1} (counting from 1) "
                      f"({config.early_stopping.metric if config.early_stopping else 'lowest summed validation loss'})."]
     run.write_test_metrics(test_metrics, "\n".join(rows) + "\n")
     run.save_best_model(core.state_dict())
@@ -263,7 +275,9 @@ def fit(config: TrainConfig, *, address: str | None = None, overwrite: bool = Fa
     """Validate against the partitions, run Ray Train, collect metrics.jsonl; returns the final test metrics.
 
     ``resume`` continues the run at ``config.out`` from its newest checkpoint (model, optimiser,
-    schedule, balancer, epoch, best model so far, RNG) up to ``config.epochs``.
+    schedule, balancer, epoch, best model so far, RNG) up to ``config.epochs``. ``overwrite``
+    builds the new run beside the old one, which it replaces only once it has finished. The run
+    is locked for the driver's lifetime (a second training into it is refused).
     """
     manifest = check_against_partitions(config)
     run = RunDir(Path(config.out).absolute())
@@ -271,46 +285,85 @@ def fit(config: TrainConfig, *, address: str | None = None, overwrite: bool = Fa
     if mode == "remote":
         log.info("sampling: remote, through the graph store (the model's %d layers reach past the set's %d-hop halo)",
                  len(config.model.fanouts), manifest.num_hops)
-    config = _prepare_run_dir(config.model_copy(update={"sampling": mode, "run_id": config.run_id or uuid.uuid4().hex[:12]}),
-                              run, overwrite, resume)
+    config = config.model_copy(update={"sampling": mode, "run_id": config.run_id or uuid.uuid4().hex[:12]})
+    with RunLock(run.path, config.run_id):
+        config = _prepare_run_dir(config, run, overwrite, resume)
+        build = RunDir(config.build_dir or run.path)
+        try:
+            metric = config.early_stopping.metric if config.early_stopping else None
+            with EpochPrinter(build, config.epochs, metric, first_epoch=len(build.read_records())):
+                _run_trainer(config, build, address)
+            plot_run(build)
+        except BaseException:
+            if config.build_dir:  # the run being replaced stays as it was
+                shutil.rmtree(build.path, ignore_errors=True)
+            raise
+        if config.build_dir:
+            publish(build.path, run.path)
+    return run.read_test_metrics()
+
+
+def _run_trainer(config: TrainConfig, build: RunDir, address: str | None) -> None:
     threads = config.threads_per_worker or max(1, (os.cpu_count() or 2) // config.num_workers)
     with ray_session(address, num_threads=threads):
         trainer = TorchTrainer(  # [4]
             train_loop_per_worker, train_loop_config=config.model_dump(mode="json"),
             scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.device == "cuda",
                                          resources_per_worker={"CPU": 1}),
-            run_config=RunConfig(storage_path=str(run.ray_storage), name=RAY_RUN_NAME,
+            run_config=RunConfig(storage_path=str(build.ray_storage), name=RAY_RUN_NAME,
                                  # every epoch checkpoints; without a limit a long run fills the disk
                                  checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints),
                                  failure_config=FailureConfig(max_failures=config.max_failures)),
         )
-        if not resume:
-            run.clear_records()
         try:
             result = trainer.fit()
         except Exception as exc:  # Ray wraps worker failures; show the cause, not Ray's internals
-            raise GravitiError(f"training failed: {exc}") from None
+            raise _training_failure(exc) from None
         if getattr(result, "error", None) is not None:
-            raise GravitiError(f"training failed: {result.error}")
-    plot_run(run)
-    return run.read_test_metrics()
+            raise _training_failure(result.error)
+
+
+def _training_failure(exc: BaseException) -> GravitiError:
+    """One line per distinct worker error (a GravitiError's own message, else the exception's
+    type and text), not Ray's tracebacks: those stay in the workers' logs."""
+    failures = getattr(exc, "worker_failures", None) or {-1: getattr(exc, "controller_failure", exc)}
+    seen: dict[str, list[int]] = {}
+    for rank, error in sorted(failures.items()):
+        cause = getattr(error, "cause", None) or error
+        text = str(cause) if isinstance(cause, GravitiError) else f"{type(cause).__name__}: {cause}"
+        text = text.strip().splitlines()[-1] if "Traceback (most recent call last)" in text else text.strip()
+        seen.setdefault(text, []).append(rank)
+    lines = [text if ranks == [-1] else f"worker {', '.join(map(str, ranks))}: {text}" for text, ranks in seen.items()]
+    return GravitiError("training failed: " + "; ".join(lines) + " (full tracebacks: --verbose, or the workers' Ray logs)")
 
 
 def _prepare_run_dir(config: TrainConfig, run: RunDir, overwrite: bool, resume: bool) -> TrainConfig:
-    """Check ``overwrite``/``resume`` against what ``run`` holds, write the resolved config; returns it."""
+    """Check ``overwrite``/``resume`` against what ``run`` holds before touching it, write the
+    resolved config where the run is built; returns it (with ``build_dir`` set when overwriting)."""
     if resume and overwrite:
         raise FieldError("resume", "continues a run and overwrite replaces it: pass one of them")
+    check_output(run.path, overwrite=True)  # parents, an interrupted replacement, dead builds
+    config = config.model_copy(update={"out": str(run.path), "partitions": str(Path(config.partitions).absolute()),
+                                       "progress": config.progress or sys.stderr.isatty()})
+    build = run
     if resume:
         checkpoint = run.latest_checkpoint()
         if checkpoint is None:
             raise GravitiError(f"resume: {run.path} has no checkpoint to continue from (no {CHECKPOINT} under {run.ray_storage})")
+        conflicts = resume_conflicts(run.read_config(), config)
+        if conflicts:
+            raise GravitiError(f"resume: the checkpoint in {run.path} cannot continue with these settings: "
+                               + "; ".join(conflicts) + " (keep them, or train into another out)")
         config = config.model_copy(update={"resume_from": str(checkpoint)})
     elif run.holds_run() and not overwrite:
         raise GravitiError(f"out: {run.path} already holds a run ({run.metrics_path.name}); choose another out, pass "
                            "overwrite to replace it or resume to continue it")
-    elif overwrite:
-        run.remove_checkpoints()  # an old run's checkpoints must not be restored into a new one
-    config = config.model_copy(update={"out": str(run.path), "partitions": str(Path(config.partitions).absolute()),
-                                       "progress": config.progress or sys.stderr.isatty()})
-    run.write_config(config)
+    elif overwrite and run.path.exists() and any(run.path.iterdir()):
+        build = RunDir(staging_dir(run.path))  # built beside, published when finished
+        config = config.model_copy(update={"build_dir": str(build.path), "resume_from": None})
+    else:
+        run.remove_checkpoints()  # an unfinished run's checkpoints must not be restored into this one
+    build.write_config(config)
+    if not resume:
+        build.clear_records()
     return config

@@ -3,6 +3,7 @@ partitions, and 1 vs 2 workers. Each run is `python -m graviti_dist.train` in a 
 with its own local Ray (what `ray job submit` runs)."""
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -130,3 +131,72 @@ def test_relations_switch_between_a_typed_and_a_plain_gat(crawl_parts):
         layers = build_model(part, encoder_config(config)).encoder.layers
         shapes = [None if layer.rel_emb is None else layer.rel_emb.shape[0] for layer in layers]
         assert shapes == [expected] * len(layers)
+
+
+def _snapshot(out):
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file()}
+
+
+def _damaged_copy(parts, dest):
+    shutil.copytree(parts, dest)
+    (dest / "part1" / "graph.dgl").unlink()
+    return dest
+
+
+def test_a_failed_overwrite_or_resume_keeps_the_last_good_run(crawl_parts, tmp_path):
+    from graviti_dist.train import load_run
+
+    out = tmp_path / "runs" / "good"  # parents are created
+    _run(crawl_parts / "parts2", out, "epochs=2", "num_workers=1")
+    before = _snapshot(out)
+    assert {"config.yaml", "metrics.jsonl", "best_model.pt", "test_metrics.json"} <= set(before)
+    damaged = _damaged_copy(crawl_parts / "parts2", tmp_path / "damaged")
+    cases = {
+        "overwrite from a damaged set": (_command(damaged, out, "epochs=1", "num_workers=1", flags=["--overwrite"]),
+                                         "training failed"),
+        "resume with another width": (_command(crawl_parts / "parts2", out, "epochs=3", "num_workers=1",
+                                               "model.hidden=32", flags=["--resume"]), "model.hidden is 16"),
+        "resume with other tasks": (_command(crawl_parts / "parts2", out, "epochs=3", "num_workers=1",
+                                             "tasks=[interest]", flags=["--resume"]), "tasks is"),
+        "resume and overwrite": (_command(crawl_parts / "parts2", out, flags=["--resume", "--overwrite"]), "pass one of them"),
+        "a second run without overwrite": (_command(crawl_parts / "parts2", out), "already holds a run"),
+    }
+    for name, (command, message) in cases.items():
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 2, (name, result.stderr[-2000:])
+        assert message in result.stderr and "Traceback" not in result.stderr, (name, result.stderr[-2000:])
+        assert _snapshot(out) == before, name  # nothing of the last good run was touched
+        assert sorted(p.name for p in out.parent.iterdir()) == [".good.lock", "good"], name  # no build left behind
+    assert load_run(out).state.keys()  # infer and serve still take it
+    _run(crawl_parts / "parts2", out, "epochs=3", "num_workers=1", flags=["--overwrite"])
+    assert [r["epoch"] for r in _records(out)] == [0, 1, 2]  # replaced whole once the new run finished
+    assert sorted(p.name for p in out.parent.iterdir()) == [".good.lock", "good"]
+
+
+def test_a_run_is_locked_and_its_workers_stop_with_the_driver(crawl_parts, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_command(crawl_parts / "parts2", out, "epochs=200", "num_workers=2", "batch_size=64"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not ((out / "metrics.jsonl").exists() and _records(out)):
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            time.sleep(0.2)
+        second = subprocess.run(_command(crawl_parts / "parts2", tmp_path / "run", "epochs=1", flags=["--overwrite"]),
+                                capture_output=True, text=True, timeout=300)
+        assert second.returncode == 2 and "in use by another graviti train" in second.stderr, second.stderr[-2000:]
+        assert f'"pid": {proc.pid}' in second.stderr  # names the holder
+        workers = _train_workers(proc)
+        assert workers
+        proc.send_signal(signal.SIGKILL)  # the driver only: its workers are left to notice
+        proc.wait(timeout=30)
+        time.sleep(8)  # an epoch here takes ~1 s: a worker still training would have written more
+        settled = len(_records(out))
+        time.sleep(6)
+        assert len(_records(out)) == settled, "workers kept writing after their driver died"
+        assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    _run(crawl_parts / "parts2", out, "epochs=%d" % (settled + 1), "num_workers=2", "batch_size=64", flags=["--resume"])
+    assert [r["epoch"] for r in _records(out)] == list(range(settled + 1))
