@@ -64,6 +64,29 @@ def metis_assignment(graph, num_parts: int, weights: torch.Tensor, mode: str = "
 
     symmetric = dgl.DGLGraph(gidx=_CAPI_DGLMakeSymmetric_Hetero(graph._graph))
     flat = dgl.backend.to_dgl_nd(weights.to(torch.int64).contiguous().reshape(-1))
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), _native_stderr_to_debug_log():
         parts = _CAPI_DGLMetisPartition_Hetero(symmetric._graph, num_parts, flat, mode, True)
     return dgl.backend.zerocopy_from_dgl_ndarray(parts).long().clone()
+
+
+@contextlib.contextmanager
+def _native_stderr_to_debug_log():
+    """DGL's C++ logs METIS's summary line straight to file descriptor 2 ("Partition a graph with
+    ... edge cuts"): divert it to our debug log (the partition report carries the edge cut)."""
+    import logging
+    import os
+    import tempfile
+
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as captured:
+        saved = os.dup(2)
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode(errors="replace").strip()
+            if text:
+                logging.getLogger(__name__).debug("DGL: %s", text)

@@ -9,6 +9,8 @@ a few epochs and print the per-task test metrics.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from pathlib import Path
 
 import ray
@@ -36,6 +38,19 @@ class _SamplerProbe:
         return [{"src_nodes": b.num_src_nodes(), "dst_nodes": b.num_dst_nodes(), "edges": b.num_edges()} for b in blocks]
 
 
+@contextlib.contextmanager
+def _quiet(logger: str):
+    """Raise ``logger`` to WARNING for the block, unless the user asked for debug output (-v)."""
+    log = logging.getLogger(logger)
+    level = log.level
+    if not logging.getLogger("graviti_dist").isEnabledFor(logging.DEBUG):
+        log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 def run_demo(out: str | Path, *, users: int = 2000, epochs: int = 4, overwrite: bool = False) -> dict:
     """Generate, validate, summarise and sample; prints each step and returns the summary."""
     out = Path(out)
@@ -52,7 +67,8 @@ def run_demo(out: str | Path, *, users: int = 2000, epochs: int = 4, overwrite: 
     print("[2/5] validated:\n" + format_summary(summary) + "\n")
     parts_dir = out / "partitions"
     with ray_session(num_cpus=2, num_threads=1):
-        report = partition_crawl(crawl_dir, parts_dir, PartitionSpec(num_parts=2), overwrite=overwrite)
+        with _quiet("graviti_dist.partition"):  # step [3/5] below summarises the stages' progress lines
+            report = partition_crawl(crawl_dir, parts_dir, PartitionSpec(num_parts=2), overwrite=overwrite)
         check_partitions(parts_dir)
         print(f"[3/5] partitioned into {parts_dir}: 2 parts, edge cut {report['edge_cut_fraction']:.1%}, node balance "
               f"{report['nodes']['max_over_mean']}, halo replication {report['halo_replication']}x; --check passed\n")

@@ -12,6 +12,11 @@ def test_demo_runs_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     assert "[5/5]" in out and "--check passed" in out and "| interest | accuracy |" in out
+    # A readable console: the steps, one line per epoch and the table; no Ray report dumps or DGL logs.
+    console = out + result.stderr
+    assert len(console.encode()) < 4096, console
+    assert "epoch 1/2" in console and "epoch 2/2" in console
+    assert "TrainingReport" not in console and "find_unused_parameters" not in console and "metis" not in console
     assert (tmp_path / "demo" / "partitions" / "manifest.json").exists()
     assert (tmp_path / "demo" / "run" / "metrics.jsonl").read_text().count("\n") == 2
     again = subprocess.run(command, capture_output=True, text=True, timeout=600)
