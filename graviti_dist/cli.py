@@ -13,15 +13,16 @@ import sys
 from pathlib import Path
 
 from graviti_dist.errors import FieldError, GravitiError
+from graviti_dist.runtime.output import check_output
 
 
 def _cmd_import(args: argparse.Namespace) -> None:
     from graviti_dist.crawl import importers
 
     if args.format == "twitch":
-        importers.import_twitch(args.folders, args.out, overwrite=args.overwrite)
+        importers.import_twitch(args.folders, args.out, overwrite=args.overwrite, dedupe=args.dedupe)
     elif args.format == "nba":
-        counts = importers.import_nba(args.folder, args.out, overwrite=args.overwrite)
+        counts = importers.import_nba(args.folder, args.out, overwrite=args.overwrite, dedupe=args.dedupe)
         if counts["dropped_unknown_follows"]:
             print(f"dropped {counts['dropped_unknown_follows']} follow lines whose ids have no player row")
     else:
@@ -29,6 +30,7 @@ def _cmd_import(args: argparse.Namespace) -> None:
             args.edges, args.out, nodes_path=args.nodes, src_col=args.src_col, dst_col=args.dst_col,
             id_col=args.id_col, labels=importers.edgelist.parse_label_specs(args.label), symmetric=args.symmetric,
             node_type=args.node_type, relation=args.relation, delimiter=args.delimiter, overwrite=args.overwrite,
+            dedupe=args.dedupe,
         )
     print(f"wrote crawl {args.out}; check it with: graviti inspect {args.out}")
 
@@ -36,6 +38,8 @@ def _cmd_import(args: argparse.Namespace) -> None:
 def _cmd_inspect(args: argparse.Namespace) -> None:
     from graviti_dist.crawl import format_summary, load_crawl, summarize
 
+    if args.json:  # an output: its folder is made (or refused) before the crawl is read, not after
+        check_output(Path(args.json).absolute(), overwrite=True, field="json")
     crawl = load_crawl(args.crawl, dedupe=args.dedupe, drop_dangling=args.drop_dangling)
     summary = summarize(crawl)
     print(format_summary(summary))
@@ -155,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (tw, nba, el):
         p.add_argument("--out", type=Path, required=True, help="crawl directory to create")
         p.add_argument("--overwrite", action="store_true", help="replace an existing crawl at --out")
+        p.add_argument("--dedupe", choices=["error", "first"], default="error",
+                       help="a node the source lists twice: refuse (default) or keep its first row")
     imp.set_defaults(func=_cmd_import)
 
     ins = sub.add_parser("inspect", help="validate a crawl and print its summary")

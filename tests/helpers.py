@@ -55,6 +55,31 @@ def small_tables() -> tuple[dict, dict]:
     return {"user": [users], "post": [posts]}, {"follows": [follows], "authored": [authored]}
 
 
+def broken_crawl(tmp_path, nodes_edit=None, edges_edit=None, schema_edit=None):
+    """The small crawl with edits applied to its tables or schema, written to ``tmp_path/bad``."""
+    nodes, edges = small_tables()
+    schema = small_schema()
+    if nodes_edit:
+        nodes_edit(nodes)
+    if edges_edit:
+        edges_edit(edges)
+    if schema_edit:
+        schema_edit(schema)
+    return write_crawl(tmp_path / "bad", schema, nodes, edges)
+
+
+def inspect_fails(crawl, capsys, *extra) -> str:
+    """``graviti inspect`` on ``crawl`` exits 2 without a traceback or a summary; returns stderr."""
+    from graviti_dist.cli import main
+
+    json_out = crawl.parent / "summary.json"
+    assert main(["inspect", str(crawl), "--json", str(json_out), *extra]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert not json_out.exists(), "a failed inspect must not leave a summary behind"
+    return err
+
+
 def crawl_content(crawl: Path) -> dict[str, pa.Table]:
     """Every node and edge folder of a crawl as one table each (shards concatenated in file order)."""
     tables = {}

@@ -24,6 +24,19 @@ def _present_mask(column: pa.ChunkedArray) -> np.ndarray:
     return np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool)
 
 
+def refuse_non_finite(values: np.ndarray, what: str, allow_nan: bool = False) -> None:
+    """Refuse inf (and, unless ``allow_nan``, NaN) in ``values``, naming rows. A value beyond
+    float32's range (1e308) counts: it becomes inf in the model's float32, and one inf erased a
+    feature for a whole partition through standardisation."""
+    rows = values.reshape(len(values), -1)
+    bad = np.isinf(rows) if allow_nan else ~np.isfinite(rows)
+    where = np.flatnonzero(bad.any(axis=1))
+    if where.size:
+        shown = rows[where[:5]][bad[where[:5]]]
+        raise GravitiError(f"{what}: non-finite values {examples(shown.tolist())} (inf, NaN, or beyond float32's "
+                           f"±3.4e38) in rows {examples(where.tolist())}; fix or null them (null = missing)")
+
+
 def _sorted_unique(values: pa.ChunkedArray) -> list:
     unique = pc.unique(values.drop_null() if hasattr(values, "drop_null") else values).to_pylist()
     return sorted(unique)
@@ -33,7 +46,9 @@ def encode_feature(feature: Feature, column: pa.ChunkedArray, where: str) -> Fea
     """Encode one feature column (``where`` names the node folder in errors)."""
     n = len(column)
     if feature.kind == "numeric":
-        values = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float32)
+        with np.errstate(over="ignore"):  # beyond float32 becomes inf, which the next line refuses
+            values = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float32)
+        refuse_non_finite(values, f"{where}: numeric feature {feature.name!r}", allow_nan=True)
         missing = int(np.isnan(values).sum())
         values = np.nan_to_num(values, nan=0.0).reshape(n, 1)
         return FeatureArray("numeric", values, 1, missing=missing)
@@ -72,7 +87,9 @@ def _fixed_width_floats(feature: Feature, column: pa.ChunkedArray, where: str) -
             f"rows {examples(bad.tolist())} have {examples(lengths[bad].tolist())}"
         )
     out = np.zeros((len(lengths), feature.width), dtype=np.float32)
-    out[valid] = np.asarray(flat, dtype=np.float32).reshape(-1, feature.width)
+    with np.errstate(over="ignore"):  # beyond float32 becomes inf, which the next line refuses
+        out[valid] = np.asarray(flat, dtype=np.float32).reshape(-1, feature.width)
+    refuse_non_finite(out, f"{where}: vector feature {feature.name!r}", allow_nan=True)
     return np.nan_to_num(out, nan=0.0)
 
 
@@ -100,6 +117,9 @@ def encode_labels(task: Task, column: pa.ChunkedArray, where: str) -> TaskLabels
     if task.type == "multiclass":
         return _multiclass(task, column, mask, what)
     if task.type == "multilabel":
+        if not (pa.types.is_list(column.type) or pa.types.is_large_list(column.type)) \
+                or not pa.types.is_integer(column.type.value_type):
+            raise GravitiError(f"{what}: has type {column.type}, expected list<int> of the node's active labels")
         lengths, flat, valid = _list_parts(column)
         flat = np.asarray(flat, dtype=np.int64)
         bad = flat[(flat < 0) | (flat >= task.width)]
@@ -111,6 +131,8 @@ def encode_labels(task: Task, column: pa.ChunkedArray, where: str) -> TaskLabels
     if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type) or pa.types.is_boolean(column.type)):
         raise GravitiError(f"{what}: has type {column.type}, expected numbers or booleans")
     values = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
+    with np.errstate(over="ignore"):
+        refuse_non_finite(np.where(mask, values, 0.0).astype(np.float32), what)
     if task.type == "binary":
         bad = values[mask & (values != 0) & (values != 1)]
         if bad.size:

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from graviti_dist.crawl.encode import encode_feature, encode_labels
+from graviti_dist.crawl.encode import refuse_non_finite, encode_feature, encode_labels
 from graviti_dist.crawl.parquet import Shards, check_columns, open_shards, read_columns
 from graviti_dist.crawl.schema import CrawlSchema, Relation, load_schema
 from graviti_dist.crawl.tables import Crawl, EdgeTable, LoadReport, NodeTable, TaskLabels
@@ -34,6 +34,7 @@ _FEATURE_TYPES = {
     "multihot": (lambda t: _is_list(t) and pa.types.is_integer(t.value_type), "list<int> of active indices"),
 }
 _ID_EXPECTED = "int64 or string ids"
+_INT64_MAX = 2**63 - 1
 
 
 def load_crawl(crawl_dir: str | Path, *, dedupe: Dedupe = "error", drop_dangling: bool = False) -> Crawl:
@@ -61,6 +62,10 @@ def _normalise_ids(column: pa.ChunkedArray, where: str, name: str) -> pa.Array:
     if column.null_count:
         raise GravitiError(f"{where}: column {name!r} has {column.null_count} null ids")
     array = column.combine_chunks()
+    if pa.types.is_unsigned_integer(array.type) and len(array) and pc.max(array).as_py() > _INT64_MAX:
+        big = pc.filter(array, pc.greater(array, pa.scalar(_INT64_MAX, array.type))).to_pylist()
+        raise GravitiError(f"{where}: column {name!r} holds unsigned ids above 2**63-1, e.g. {examples(big)}; "
+                           "ids must be int64 or strings: store these as strings")
     target = pa.int64() if pa.types.is_integer(array.type) else pa.large_string()
     return array.cast(target)
 
@@ -142,7 +147,10 @@ def load_edge_table(
                 raise GravitiError(f"{folder}: edge attribute column {attr!r} has {column.null_count} nulls")
             if pa.types.is_timestamp(column.type):
                 column = column.cast(pa.int64())
-            attrs[attr] = column.to_numpy().astype(dtype)[valid]
+            values = column.to_numpy().astype(dtype)
+            if attr == "weight":
+                refuse_non_finite(values, f"{folder}: edge attribute column {attr!r}")
+            attrs[attr] = values[valid]
     src_ids = src.to_numpy(zero_copy_only=False)[valid].astype(np.int64)
     dst_ids = dst.to_numpy(zero_copy_only=False)[valid].astype(np.int64)
     table = EdgeTable(src_ids, dst_ids, attrs.get("ts"), attrs.get("weight"))

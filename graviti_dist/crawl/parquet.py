@@ -7,6 +7,7 @@ named in the error, then stream only the needed columns batch by batch.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -15,7 +16,9 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from graviti_dist.errors import GravitiError
+from graviti_dist.errors import GravitiError, examples
+
+log = logging.getLogger(__name__)
 
 BATCH_ROWS = 1 << 20
 
@@ -36,7 +39,15 @@ def open_shards(folder: Path, what: str) -> Shards:
     """List and footer-check the shards of ``folder``; ``what`` names the table in errors."""
     if not folder.is_dir():
         raise GravitiError(f"{folder}: missing folder for {what}; the schema declares it")
-    files = tuple(sorted(p for p in folder.rglob("*.parquet") if p.is_file()))
+    # Only regular files directly in the folder: a stale ``old/part-0.parquet`` below it was read
+    # too once, doubling the edges. Hidden and ``_`` names (Spark's ``_SUCCESS``, ``.crc``) are skipped.
+    entries = [p for p in folder.iterdir() if not p.name.startswith((".", "_"))]
+    files = tuple(sorted(p for p in entries if p.suffix == ".parquet" and p.is_file()))
+    ignored = sorted(p.name + ("/" if p.is_dir() else "") for p in entries if p not in files)
+    if ignored:
+        log.warning("%s: ignored %d entr%s that %s not a .parquet file directly in the folder: %s", folder,
+                    len(ignored), "y" if len(ignored) == 1 else "ies", "is" if len(ignored) == 1 else "are",
+                    examples(ignored))
     if not files:
         raise GravitiError(f"{folder}: no .parquet files for {what}; the schema declares it")
     schemas = []

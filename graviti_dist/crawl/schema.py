@@ -196,4 +196,10 @@ def load_schema(crawl_dir: str | Path) -> CrawlSchema:
         raise GravitiError(f"{crawl_dir}: no such crawl directory")
     if not path.is_file():
         raise GravitiError(f"{path}: missing; a crawl directory must hold graph.yaml (see README, 'The crawl format')")
-    return parse_schema(path.read_text(), source=str(path))
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise GravitiError(f"{path}: not UTF-8 text (byte {raw[exc.start]:#04x} at line {line}); save it as UTF-8") from None
+    return parse_schema(text, source=str(path))

@@ -71,10 +71,13 @@ def run_inference(run_path: str | Path, part_dir: str | Path, out: str | Path, *
     Results depend only on the run, the partitions and ``threads_per_actor``:
     the same with one actor or many (each partition is computed the same way).
     """
-    parts, out = PartitionSet(Path(part_dir).absolute()), Path(out).absolute()
-    manifest = parts.read_manifest()
     if executor not in ("ray", "local"):
         raise FieldError("executor", f"must be ray or local, not {executor!r}")
+    for name, value in (("top_k", top_k), ("num_actors", num_actors), ("threads_per_actor", threads_per_actor)):
+        if value is not None and value < 1:
+            raise FieldError(name, f"must be at least 1, got {value}")
+    parts, out = PartitionSet(Path(part_dir).absolute()), Path(out).absolute()
+    manifest = parts.read_manifest()
     check_output(out, overwrite)
     run = load_run(run_path)
     check_depth(run, manifest, parts)

@@ -7,6 +7,7 @@ message that names the field, never a 500.
 
 from __future__ import annotations
 
+import socket
 from typing import Annotated
 
 from fastapi import FastAPI, HTTPException, Request
@@ -14,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
+from graviti_dist.errors import FieldError
 from graviti_dist.infer.predictor import Predictor
 
 Id = Annotated[StrictStr | StrictInt, Field(description="a raw crawl id, as in the crawl's id column")]
@@ -83,11 +85,36 @@ def create_app(predictor: Predictor, max_ids: int = 1024) -> FastAPI:
 
 
 def run_server(run: str, partitions: str, *, host: str = "127.0.0.1", port: int = 8000, max_ids: int = 1024,
-          device: str = "cpu") -> None:
-    """Load the run and partitions, then serve until interrupted."""
+               device: str = "cpu") -> None:
+    """Bind the port, load the run and partitions, then serve until interrupted. The port is taken
+    first: a port in use or out of range is refused in a second, not after loading everything."""
     import uvicorn
 
+    if max_ids < 1:
+        raise FieldError("max_ids", f"must be at least 1, got {max_ids}")
+    sock = _bind(host, port)
     predictor = Predictor(run, partitions, device)
     print(f"serving {predictor.num_nodes:,} nodes, tasks {', '.join(sorted(predictor.tasks))} on http://{host}:{port} "
           f"(OpenAPI: /docs)", flush=True)
-    uvicorn.run(create_app(predictor, max_ids), host=host, port=port, log_level="warning")
+    server = uvicorn.Server(uvicorn.Config(create_app(predictor, max_ids), log_level="warning"))
+    server.run(sockets=[sock])
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    if not 0 < port < 65536:
+        raise FieldError("port", f"must be between 1 and 65535, got {port}")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise FieldError("host", f"{host!r} does not resolve: {exc.strerror}") from None
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise FieldError("port", f"cannot listen on {host}:{port}: {exc.strerror} (another server there? choose "
+                                 "another --port)") from None
+    sock.listen(2048)
+    return sock

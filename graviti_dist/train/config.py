@@ -119,7 +119,13 @@ def load_train_config(path: str | Path | None, overrides: list[str] = (), base: 
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise GravitiError(f"--set {item!r}: expected KEY=VALUE, e.g. model.hidden=32")
-        _set(raw, key, yaml.safe_load(value))
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            problem = str(getattr(exc, "problem", None) or exc).strip()
+            raise GravitiError(f"--set {item!r}: the value is not valid YAML ({problem}); quote a string value, "
+                               "e.g. --set 'name=\"a[b\"'") from None
+        _set(raw, key, parsed)
     try:
         return TrainConfig.model_validate(raw)
     except ValidationError as exc:

@@ -5,7 +5,7 @@ import pyarrow as pa
 
 from graviti_dist.cli import main
 from graviti_dist.crawl.load import load_crawl
-from tests.helpers import small_schema, small_tables, write_crawl
+from tests.helpers import broken_crawl as _broken, inspect_fails as _inspect_fails, write_crawl
 
 
 def test_small_crawl_loads_with_contiguous_ids(small_crawl):
@@ -30,27 +30,6 @@ def test_missing_labels_are_masked_not_errors(small_crawl):
     assert topic.classes == ["music", "sport"]
     assert topic.mask.tolist() == [True, True, False, True]
     assert topic.values[topic.mask].tolist() == [1, 0, 1]
-
-
-def _broken(tmp_path, nodes_edit=None, edges_edit=None, schema_edit=None):
-    nodes, edges = small_tables()
-    schema = small_schema()
-    if nodes_edit:
-        nodes_edit(nodes)
-    if edges_edit:
-        edges_edit(edges)
-    if schema_edit:
-        schema_edit(schema)
-    return write_crawl(tmp_path / "bad", schema, nodes, edges)
-
-
-def _inspect_fails(crawl, capsys, *extra) -> str:
-    json_out = crawl.parent / "summary.json"
-    assert main(["inspect", str(crawl), "--json", str(json_out), *extra]) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    assert not json_out.exists(), "a failed inspect must not leave a summary behind"
-    return err
 
 
 def test_missing_column(tmp_path, capsys):

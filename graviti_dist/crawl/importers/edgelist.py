@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from graviti_dist.crawl.importers._source import read_table, require_columns
+from graviti_dist.crawl.importers._source import read_table, require_columns, unique_rows
 from graviti_dist.crawl.schema import NODE_TASK_TYPES, CrawlSchema, schema_from_dict
 from graviti_dist.crawl.write import CrawlWriter
 from graviti_dist.errors import GravitiError
@@ -43,6 +43,7 @@ def import_edgelist(
     relation: str = "edge",
     delimiter: str = ",",
     overwrite: bool = False,
+    dedupe: str = "error",
 ) -> CrawlSchema:
     """Import an edge list (and optional node table) into a single-type crawl at ``out``."""
     labels = labels or {}
@@ -60,6 +61,7 @@ def import_edgelist(
         nodes_path = Path(nodes_path)
         raw = read_table(nodes_path, delimiter=delimiter)
         require_columns(raw, [id_col, *labels], nodes_path)
+        raw = unique_rows(raw, id_col, nodes_path, dedupe)
         feature_cols = [c for c in raw.column_names if c != id_col and c not in labels]
         skipped = [c for c in feature_cols if not (pa.types.is_integer(raw[c].type) or pa.types.is_floating(raw[c].type) or pa.types.is_boolean(raw[c].type))]
         if skipped:

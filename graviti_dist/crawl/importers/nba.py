@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from graviti_dist.crawl.importers._source import read_table, require_columns
+from graviti_dist.crawl.importers._source import read_table, require_columns, unique_rows
 from graviti_dist.crawl.schema import CrawlSchema
 from graviti_dist.crawl.write import CrawlWriter
 from graviti_dist.errors import GravitiError
@@ -39,7 +39,7 @@ def nba_schema(stats_width: int) -> CrawlSchema:
     })
 
 
-def import_nba(folder: str | Path, out: str | Path, *, overwrite: bool = False) -> dict:
+def import_nba(folder: str | Path, out: str | Path, *, overwrite: bool = False, dedupe: str = "error") -> dict:
     """Import ``folder`` (nba.csv + nba_relationship.txt) into a crawl at ``out``.
 
     Returns counts of what was dropped from the source, for the caller to report.
@@ -48,6 +48,7 @@ def import_nba(folder: str | Path, out: str | Path, *, overwrite: bool = False) 
     players_path, follows_path = folder / "nba.csv", folder / "nba_relationship.txt"
     players = read_table(players_path, column_types={"user_id": pa.int64()})
     require_columns(players, ["user_id", *LABEL_COLUMNS], players_path)
+    players = unique_rows(players, "user_id", players_path, dedupe)
     stat_columns = [c for c in players.column_names if c not in ("user_id", *LABEL_COLUMNS)]
     non_numeric = [c for c in stat_columns if not (pa.types.is_integer(players[c].type) or pa.types.is_floating(players[c].type))]
     if non_numeric:

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from graviti_dist.crawl.importers._source import read_table, require_columns, require_file
+from graviti_dist.crawl.importers._source import read_table, require_columns, require_file, unique_rows
 from graviti_dist.crawl.schema import CrawlSchema
 from graviti_dist.crawl.write import CrawlWriter
 from graviti_dist.errors import GravitiError, examples
@@ -57,15 +57,19 @@ def _language_files(folder: Path) -> tuple[str, Path, Path, Path]:
     return lang, edges, feats, target
 
 
-def _read_language(folder: Path) -> tuple[pa.Table, pa.Table]:
+def _read_language(folder: Path, dedupe: str) -> tuple[pa.Table, pa.Table]:
     lang, edges_path, feats_path, target_path = _language_files(folder)
     target = read_table(target_path)
     require_columns(target, TARGET_COLUMNS, target_path)
+    target = unique_rows(target, "new_id", target_path, dedupe)  # MUSAE's FR repeats users
     order = np.argsort(target["new_id"].to_numpy())
     target = target.take(pa.array(order))
     new_ids = target["new_id"].to_numpy()
     if not np.array_equal(new_ids, np.arange(len(new_ids))):
-        raise GravitiError(f"{target_path}: column 'new_id' must hold each of 0..{len(new_ids) - 1} exactly once")
+        missing = np.setdiff1d(np.arange(new_ids.max() + 1 if new_ids.size else 0), new_ids)
+        raise GravitiError(f"{target_path}: column 'new_id' must number the users 0..N-1 without gaps; "
+                           f"missing {examples(missing.tolist())}" + (f", negative {examples(new_ids[new_ids < 0].tolist())}"
+                                                                       if (new_ids < 0).any() else ""))
     try:
         sparse = json.loads(feats_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -92,13 +96,15 @@ def _read_language(folder: Path) -> tuple[pa.Table, pa.Table]:
     return nodes, pa.table({"src": ends["from"], "dst": ends["to"]})
 
 
-def import_twitch(folders: list[str | Path], out: str | Path, *, overwrite: bool = False) -> CrawlSchema:
-    """Import one or more MUSAE Twitch language folders into one crawl at ``out``."""
+def import_twitch(folders: list[str | Path], out: str | Path, *, overwrite: bool = False,
+                  dedupe: str = "error") -> CrawlSchema:
+    """Import one or more MUSAE Twitch language folders into one crawl at ``out`` (``dedupe="first"``
+    keeps the first row of a user its target file repeats)."""
     if not folders:
         raise GravitiError("import twitch: name at least one language folder (e.g. ../shared/datasets/twitch/ENGB)")
     multi_language = len(folders) > 1
     schema = twitch_schema(multi_language)
-    parts = [_read_language(Path(f)) for f in folders]
+    parts = [_read_language(Path(f), dedupe) for f in folders]
     all_ids = pa.chunked_array([nodes["id"] for nodes, _ in parts])
     counts = pc.value_counts(all_ids)
     clash = counts.filter(pc.greater(counts.field("counts"), 1)).field("values").to_pylist()
