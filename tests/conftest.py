@@ -31,7 +31,7 @@ def pytest_collection_modifyitems(config, items):
         if not in_unit or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
 
-    # `ray stop` in the job-submission test ends every Ray process on the machine: run it last.
+    # Tests that start Ray nodes of their own shut the session's in-process Ray down: run them last.
     items.sort(key=lambda item: "ray_cluster" in item.keywords)
     if torch.cuda.is_available():
         return

@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pyarrow as pa
@@ -114,3 +123,75 @@ def same_features(a, ids_a, b, ids_b) -> None:
             assert torch.equal(x[order_a], y[order_b])
         for x, y in zip(a.multihot[t], b.multihot[t], strict=True):
             assert torch.equal(x[order_a], y[order_b])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ray_node(args: list[str], env: dict, num_cpus: int = 1) -> subprocess.Popen:
+    """A Ray node of its own (``ray start --block``) in a session of its own, so stopping it ends
+    exactly its processes (never `ray stop`, which ends every Ray on the machine)."""
+    ray = str(Path(sys.executable).with_name("ray"))
+    return subprocess.Popen([ray, "start", "--block", "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def stop_node(node: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(node.pid, signal.SIGTERM)
+    try:
+        node.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(node.pid, signal.SIGKILL)
+
+
+def wait_for(url: str, seconds: float) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2).read()
+            return
+        except urllib.error.HTTPError:
+            return  # it answered (401 under token auth): it is up
+        except OSError:
+            pass
+        time.sleep(1)
+    raise AssertionError(f"{url} did not answer within {seconds}s")
+
+
+class ListenWatcher:
+    """Collects, until stopped, every listening socket of ``pid``'s process tree (polled): what a
+    command that starts a local Ray opened, to check it all stays on loopback."""
+
+    def __init__(self, pid: int, interval_s: float = 0.3):
+        import threading
+
+        self.pid, self.interval_s, self.seen = pid, interval_s, set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        import psutil
+
+        while not self._stop.is_set():
+            try:
+                root = psutil.Process(self.pid)
+                for proc in [root, *root.children(recursive=True)]:
+                    with contextlib.suppress(psutil.Error):
+                        self.seen |= {(proc.name(), c.laddr.ip, c.laddr.port) for c in proc.net_connections("inet")
+                                      if c.status == psutil.CONN_LISTEN}
+            except psutil.Error:
+                pass
+            time.sleep(self.interval_s)
+
+    def stop(self) -> set:
+        self._stop.set()
+        self._thread.join()
+        return self.seen
+
+    def beyond_loopback(self) -> list:
+        return sorted(s for s in self.stop() if s[1] not in ("127.0.0.1", "::ffff:127.0.0.1", "::1"))

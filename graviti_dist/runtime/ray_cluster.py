@@ -16,6 +16,9 @@ from typing import Iterator
 from graviti_dist.runtime.runtime_env import ray_runtime_env
 from graviti_dist.errors import GravitiError
 
+log = logging.getLogger(__name__)
+_CLUSTER_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
     """Fail fast on an unreachable ``host:port``: ray.init would retry for minutes."""
@@ -34,7 +37,7 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
 
 @contextlib.contextmanager
 def ray_session(address: str | None = None, *, num_cpus: int | None = None, num_threads: int | None = None) -> Iterator[None]:
-    """Join the cluster at ``address`` or start a local Ray; shut down only what we started.
+    """Join the cluster at ``address`` or start a local Ray on loopback; shut down only what we started.
 
     If Ray is already initialised in this process (a test session, a Ray job
     driver), it is reused as is.
@@ -55,18 +58,51 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None, num_
         # setup hook and thread counts, and Ray refuses a driver env that redefines them.
         address = os.environ["RAY_ADDRESS"]
         kwargs.pop("runtime_env")
-    if address is None:
+    local = address in (None, "local")
+    if local:
         kwargs.update(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False)
     else:
         _check_reachable(address)
+        _warn_if_open(address)
     try:
-        ray.init(address=address, **kwargs)
+        with _loopback_only() if local else contextlib.nullcontext():
+            ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise GravitiError(f"could not connect to Ray at {address!r}: {exc}") from None
     try:
         yield
     finally:
         ray.shutdown()
+
+
+@contextlib.contextmanager
+def _loopback_only() -> Iterator[None]:
+    """A local Ray listening on 127.0.0.1 only. Ray maps a loopback ``node_ip_address`` to the
+    machine's LAN address unless it believes clusters are off (its switch for macOS and Windows,
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``); with the switch off, GCS, raylet, workers and agents
+    all bind 127.0.0.1 (tests/integration/test_ray_loopback.py lists their sockets). The switch is
+    read at import and by the processes Ray spawns, so it is set for the start and then restored:
+    a later session may join a real cluster."""
+    from ray._private import ray_constants
+
+    saved_env, saved_flag = os.environ.get(_CLUSTER_SWITCH), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[_CLUSTER_SWITCH], ray_constants.ENABLE_RAY_CLUSTER = "0", False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop(_CLUSTER_SWITCH, None)
+        else:
+            os.environ[_CLUSTER_SWITCH] = saved_env
+
+
+def _warn_if_open(address: str) -> None:
+    """Joining a cluster beyond this machine with token auth off: anyone who reaches it runs code."""
+    host = address.split("://", 1)[-1].rpartition(":")[0]
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled" and host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("RAY_AUTH_MODE=disabled on a Ray cluster at %s, beyond loopback: anyone who can reach its ports "
+                    "can run code on it; start it with token auth (Ray's default) instead", address)
 
 
 def run_tasks(function, calls: list[tuple]) -> list:

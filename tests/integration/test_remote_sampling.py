@@ -1,16 +1,12 @@
 """The graph store on Ray: remote sampling over 1-hop sets equals full-halo sampling on Twitch, training on
 a 1-hop set through `graviti train`, a store actor killed mid-epoch, a missing store, and two Ray nodes."""
 
-import contextlib
 import math
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -22,7 +18,7 @@ from graviti_dist.errors import GravitiError
 from graviti_dist.partition import PartitionSet, PartitionSpec, partition_crawl
 from graviti_dist.sampling import NodeMinibatches, NodeRanges, RemoteMinibatches, connect_stores, load_worker_partition, start_stores
 from graviti_dist.train import RunDir, fit, load_train_config
-from tests.helpers import block_edges, same_features
+from tests.helpers import block_edges, free_port, ray_node, same_features, stop_node, wait_for
 
 FULL = 10**6
 REPO = Path(__file__).resolve().parents[2]
@@ -131,29 +127,6 @@ def test_a_store_killed_mid_epoch_is_restarted_and_training_goes_on(synthetic_se
     assert [r["epoch"] for r in records] == list(range(12)) and "interest" in outcome["metrics"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ray_node(args: list[str], env: dict) -> subprocess.Popen:
-    """A Ray node of its own (``ray start --block``) in a session of its own, so stopping it ends
-    exactly its processes (never `ray stop`, which ends every Ray on the machine)."""
-    ray = str(Path(sys.executable).with_name("ray"))
-    return subprocess.Popen([ray, "start", "--block", "--node-ip-address=127.0.0.1", "--num-cpus=1", *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-
-
-def _stop(node: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(node.pid, signal.SIGTERM)
-    try:
-        node.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(node.pid, signal.SIGKILL)
-
-
 @pytest.mark.ray_cluster
 @pytest.mark.timeout(900)
 def test_two_ray_nodes_serve_a_four_part_one_hop_set(synthetic_sets, full_halo_run, tmp_path, ray_local):
@@ -161,13 +134,13 @@ def test_two_ray_nodes_serve_a_four_part_one_hop_set(synthetic_sets, full_halo_r
     ray_local.shutdown()  # this machine's 2 cores go to the two nodes
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    port, dashboard = _free_port(), _free_port()
-    head = _ray_node(["--head", f"--port={port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+    port, dashboard = free_port(), free_port()
+    head = ray_node(["--head", f"--port={port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
                       "--resources={\"node_a\": 1}", f"--temp-dir=/tmp/gn{os.getpid()}"], env)
     nodes = [head]
     try:
-        _wait_for(f"http://127.0.0.1:{dashboard}/api/version", 120)
-        nodes.append(_ray_node([f"--address=127.0.0.1:{port}", "--resources={\"node_b\": 1}"], env))
+        wait_for(f"http://127.0.0.1:{dashboard}/api/version", 120)
+        nodes.append(ray_node([f"--address=127.0.0.1:{port}", "--resources={\"node_b\": 1}"], env))
         time.sleep(10)  # the second raylet registers with the head
         out = tmp_path / "run"
         submit = [str(REPO / "launch" / "submit_train.sh"), f"http://127.0.0.1:{dashboard}", str(REPO / "launch" / "train.example.yaml"),
@@ -176,19 +149,9 @@ def test_two_ray_nodes_serve_a_four_part_one_hop_set(synthetic_sets, full_halo_r
         assert job.returncode == 0, (job.stdout + job.stderr)[-4000:]
     finally:
         for node in reversed(nodes):
-            _stop(node)
+            stop_node(node)
     run = RunDir(out)
     records = run.read_records()
     assert len(set(records[0]["store_nodes"].values())) == 2, records[0]["store_nodes"]  # stores on both nodes
     assert len(records) == 10 and records[-1]["ddp_param_spread"] == 0.0
     _close_to(run, full_halo_run)
-
-
-def _wait_for(url: str, seconds: float) -> None:
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        with contextlib.suppress(OSError):
-            urllib.request.urlopen(url, timeout=2).read()
-            return
-        time.sleep(1)
-    raise AssertionError(f"{url} did not answer within {seconds}s")
