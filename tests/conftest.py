@@ -70,11 +70,8 @@ def ray_local():
     """One local Ray per test session, stopped at the end."""
     import ray
 
-    from graviti_dist.runtime.runtime_env import ray_runtime_env
+    from graviti_dist.runtime.ray_cluster import ray_session
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=2, include_dashboard=False, runtime_env=ray_runtime_env(num_threads=1), log_to_driver=False)
-    try:
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # on loopback only (ray_session), so nobody else reaches it
+    with ray_session(num_cpus=2, num_threads=1):
         yield ray
-    finally:
-        ray.shutdown()

@@ -286,41 +286,68 @@ def fit(config: TrainConfig, *, address: str | None = None, overwrite: bool = Fa
         log.info("sampling: remote, through the graph store (the model's %d layers reach past the set's %d-hop halo)",
                  len(config.model.fanouts), manifest.num_hops)
     config = config.model_copy(update={"sampling": mode, "run_id": config.run_id or uuid.uuid4().hex[:12]})
+    threads = config.threads_per_worker or max(1, (os.cpu_count() or 2) // config.num_workers)
     with RunLock(run.path, config.run_id):
-        config = _prepare_run_dir(config, run, overwrite, resume)
-        build = RunDir(config.build_dir or run.path)
-        try:
-            metric = config.early_stopping.metric if config.early_stopping else None
-            with EpochPrinter(build, config.epochs, metric, first_epoch=len(build.read_records())):
-                _run_trainer(config, build, address)
-            plot_run(build)
-        except BaseException:
-            if config.build_dir:  # the run being replaced stays as it was
-                shutil.rmtree(build.path, ignore_errors=True)
-            raise
-        if config.build_dir:
-            publish(build.path, run.path)
+        config = _prepare_run_dir(config, run, overwrite, resume)  # checks only: nothing written yet
+        with ray_session(address, num_threads=threads):
+            check_resources(config, ray.cluster_resources())
+            _train_into(config, run)
     return run.read_test_metrics()
 
 
-def _run_trainer(config: TrainConfig, build: RunDir, address: str | None) -> None:
-    threads = config.threads_per_worker or max(1, (os.cpu_count() or 2) // config.num_workers)
-    with ray_session(address, num_threads=threads):
-        trainer = TorchTrainer(  # [4]
-            train_loop_per_worker, train_loop_config=config.model_dump(mode="json"),
-            scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.device == "cuda",
-                                         resources_per_worker={"CPU": 1}),
-            run_config=RunConfig(storage_path=str(build.ray_storage), name=RAY_RUN_NAME,
-                                 # every epoch checkpoints; without a limit a long run fills the disk
-                                 checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints),
-                                 failure_config=FailureConfig(max_failures=config.max_failures)),
-        )
-        try:
-            result = trainer.fit()
-        except Exception as exc:  # Ray wraps worker failures; show the cause, not Ray's internals
-            raise _training_failure(exc) from None
-        if getattr(result, "error", None) is not None:
-            raise _training_failure(result.error)
+def _train_into(config: TrainConfig, run: RunDir) -> None:
+    """Write the run's config where it is built, train, plot; publish an overwriting run when it
+    has finished, or remove it (the run it would replace stays as it was)."""
+    build = RunDir(config.build_dir or run.path)
+    try:
+        build.write_config(config)
+        if not config.resume_from:
+            build.clear_records()
+            build.remove_checkpoints()  # an unfinished run's checkpoints must not be restored into this one
+        metric = config.early_stopping.metric if config.early_stopping else None
+        with EpochPrinter(build, config.epochs, metric, first_epoch=len(build.read_records())):
+            _run_trainer(config, build)
+        plot_run(build)
+    except BaseException:
+        if config.build_dir:
+            shutil.rmtree(build.path, ignore_errors=True)
+        raise
+    if config.build_dir:
+        publish(build.path, run.path)
+
+
+def _run_trainer(config: TrainConfig, build: RunDir) -> None:
+    trainer = TorchTrainer(  # [4]
+        train_loop_per_worker, train_loop_config=config.model_dump(mode="json"),
+        scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.device == "cuda",
+                                     resources_per_worker={"CPU": 1}),
+        run_config=RunConfig(storage_path=str(build.ray_storage), name=RAY_RUN_NAME,
+                             # every epoch checkpoints; without a limit a long run fills the disk
+                             checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints),
+                             failure_config=FailureConfig(max_failures=config.max_failures)),
+    )
+    try:
+        result = trainer.fit()
+    except Exception as exc:  # Ray wraps worker failures; show the cause, not Ray's internals
+        raise _training_failure(exc) from None
+    if getattr(result, "error", None) is not None:
+        raise _training_failure(result.error)
+
+
+def check_resources(config: TrainConfig, cluster: dict[str, float]) -> None:
+    """Refuse what the cluster cannot place: Ray Train would wait for it forever (device: cuda
+    on a machine without a GPU, more workers than CPUs). Each worker takes 1 CPU (and 1 GPU on
+    cuda); ``cluster`` is ``ray.cluster_resources()``. An autoscaling cluster that has not grown
+    yet is refused too: start its nodes first."""
+    wanted = {"CPU": config.num_workers, **({"GPU": config.num_workers} if config.device == "cuda" else {})}
+    short = {name: (need, cluster.get(name, 0.0)) for name, need in wanted.items() if cluster.get(name, 0.0) < need}
+    if not short:
+        return
+    have = "; ".join(f"{need} {name}s wanted (one per worker), the Ray cluster has {got:g}" for name, (need, got) in short.items())
+    field = "device" if "GPU" in short else "num_workers"
+    raise FieldError(field, f"cannot be placed: {have}. " + (
+        "Use device: cpu, or a cluster with GPUs (--address)" if field == "device"
+        else f"Use num_workers <= {int(cluster.get('CPU', 0))}, or a larger cluster (--address)"))
 
 
 def _training_failure(exc: BaseException) -> GravitiError:
@@ -338,14 +365,13 @@ def _training_failure(exc: BaseException) -> GravitiError:
 
 
 def _prepare_run_dir(config: TrainConfig, run: RunDir, overwrite: bool, resume: bool) -> TrainConfig:
-    """Check ``overwrite``/``resume`` against what ``run`` holds before touching it, write the
-    resolved config where the run is built; returns it (with ``build_dir`` set when overwriting)."""
+    """Check ``overwrite``/``resume`` against what ``run`` holds, without writing into it; returns
+    the resolved config (``resume_from`` set when resuming, ``build_dir`` when overwriting)."""
     if resume and overwrite:
         raise FieldError("resume", "continues a run and overwrite replaces it: pass one of them")
     check_output(run.path, overwrite=True)  # parents, an interrupted replacement, dead builds
     config = config.model_copy(update={"out": str(run.path), "partitions": str(Path(config.partitions).absolute()),
-                                       "progress": config.progress or sys.stderr.isatty()})
-    build = run
+                                       "progress": config.progress or sys.stderr.isatty(), "resume_from": None})
     if resume:
         checkpoint = run.latest_checkpoint()
         if checkpoint is None:
@@ -354,16 +380,10 @@ def _prepare_run_dir(config: TrainConfig, run: RunDir, overwrite: bool, resume: 
         if conflicts:
             raise GravitiError(f"resume: the checkpoint in {run.path} cannot continue with these settings: "
                                + "; ".join(conflicts) + " (keep them, or train into another out)")
-        config = config.model_copy(update={"resume_from": str(checkpoint)})
-    elif run.holds_run() and not overwrite:
+        return config.model_copy(update={"resume_from": str(checkpoint)})
+    if run.holds_run() and not overwrite:
         raise GravitiError(f"out: {run.path} already holds a run ({run.metrics_path.name}); choose another out, pass "
                            "overwrite to replace it or resume to continue it")
-    elif overwrite and run.path.exists() and any(run.path.iterdir()):
-        build = RunDir(staging_dir(run.path))  # built beside, published when finished
-        config = config.model_copy(update={"build_dir": str(build.path), "resume_from": None})
-    else:
-        run.remove_checkpoints()  # an unfinished run's checkpoints must not be restored into this one
-    build.write_config(config)
-    if not resume:
-        build.clear_records()
+    if overwrite and run.path.exists() and any(run.path.iterdir()):
+        return config.model_copy(update={"build_dir": str(staging_dir(run.path))})  # built beside, published when finished
     return config

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from graviti_dist.cli import main
 from graviti_dist.train.config import load_train_config
@@ -71,6 +72,10 @@ def test_config_errors_name_the_field(two_parts, tmp_path, capsys):
     with pytest.raises(GravitiError, match="already holds a run"):
         fit(load_train_config(None, [f"partitions={two_parts}", f"out={tmp_path}/done"]))
     assert (tmp_path / "done" / "metrics.jsonl").read_text() == "{}\n"
+    if not torch.cuda.is_available():  # the session's Ray has no GPU: refused at once, not waited for forever
+        with pytest.raises(GravitiError, match="device cannot be placed: 2 GPUs wanted"):
+            fit(load_train_config(None, [f"partitions={two_parts}", "device=cuda", f"out={tmp_path}/gpu"]))
+        assert not (tmp_path / "gpu").exists() or not any((tmp_path / "gpu").iterdir())
     config_file = tmp_path / "c.yaml"
     config_file.write_text("partitions: [unclosed")
     assert main(["train", str(config_file)]) == 2

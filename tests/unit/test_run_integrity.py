@@ -138,3 +138,14 @@ def test_a_training_failure_names_each_distinct_worker_error_without_tracebacks(
     assert str(error) == ("training failed: worker 0, 1: FileNotFoundError: part1/graph.dgl; worker 2: tasks: 'x' is not "
                           "a task (full tracebacks: --verbose, or the workers' Ray logs)")
     assert "Traceback" not in str(_training_failure(RuntimeError("Traceback (most recent call last):\n  ...\nValueError: bad")))
+
+
+def test_resources_the_cluster_cannot_place_are_refused_before_training():
+    from graviti_dist.train.trainer import check_resources
+
+    check_resources(TrainConfig(partitions="/p", num_workers=2), {"CPU": 2.0})
+    check_resources(TrainConfig(partitions="/p", num_workers=2, device="cuda"), {"CPU": 16.0, "GPU": 2.0})
+    with pytest.raises(FieldError, match=r"device cannot be placed: 2 GPUs wanted \(one per worker\), the Ray cluster has 0"):
+        check_resources(TrainConfig(partitions="/p", num_workers=2, device="cuda"), {"CPU": 2.0})
+    with pytest.raises(FieldError, match=r"num_workers cannot be placed: 4 CPUs wanted .* has 2\. Use num_workers <= 2"):
+        check_resources(TrainConfig(partitions="/p", num_workers=4), {"CPU": 2.0})
