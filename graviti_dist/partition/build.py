@@ -44,7 +44,8 @@ from graviti_dist.crawl import Crawl, Dedupe, load_crawl, load_schema
 from graviti_dist.errors import FieldError, GravitiError
 from graviti_dist.partition.graph import build_graph
 from graviti_dist.partition.halo import HaloPlan, plan_halo
-from graviti_dist.partition.layout import FORMAT_VERSION, FeatureInfo, Manifest, PartitionSet, PartitionSpec, PartStats, TaskInfo
+from graviti_dist.partition.layout import (FORMAT_VERSION, FeatureInfo, Manifest, PartitionSet, PartitionSpec, PartStats, TaskInfo,
+                                          file_records)
 from graviti_dist.partition.read import read_crawl_parallel
 from graviti_dist.partition.splits import SPLIT_NAMES, TRAIN, make_splits, message_passing_crawl, split_masks
 from graviti_dist.partition.write import (WriterContext, part_config, start_writers, write_id_maps, write_link_splits,
@@ -112,7 +113,9 @@ def partition_crawl(crawl_dir: str | Path, out: str | Path, spec: PartitionSpec,
                 stats = _write(parts, plan, plan_arg, graph, sim_g, crawl, node_parts, link_splits, spec, actors, node_refs)
             report = _report(sim_g, node_parts, stats, stages, spec)
             parts.write_report(report)
-            parts.write_manifest(_manifest(crawl, crawl_dir, graph, spec, stats, node_splits))  # last: marks a finished set
+            manifest = _manifest(crawl, crawl_dir, graph, spec, stats, node_splits)
+            # last: marks a finished set, and records every other file's size and checksum
+            parts.write_manifest(manifest.model_copy(update={"files": file_records(parts.root)}))
     return report
 
 

@@ -9,7 +9,6 @@ node within ``halo_hops - 1`` in-hops of an inner node has all its in-edges.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -35,14 +34,46 @@ def _message_passing_graph(crawl: Crawl, parts: PartitionSet):
     return build_graph(message_passing_crawl(crawl, link_splits))
 
 
+def _check_claims(manifest, metadata: dict, parts: PartitionSet) -> None:
+    """The manifest's claims against DGL's config and the folders: an edited manifest that no
+    longer describes the files is refused before anything is compared."""
+    on_disk = sorted(p.name for p in parts.root.glob("part*") if p.is_dir() and p.name[4:].isdigit())
+    claims = [("num_parts", manifest.num_parts, metadata.get("num_parts")),
+              ("num_parts", manifest.num_parts, len(on_disk)),
+              ("num_hops", manifest.num_hops, metadata.get("halo_hops")),
+              ("ntypes", sorted(manifest.ntypes), sorted(metadata.get("ntypes", {})))]
+    wrong = [f"{name} is {claimed!r} in {parts.manifest_path.name} but {found!r} in "
+             f"{parts.part_config.name if i != 1 else 'the part folders'}"
+             for i, (name, claimed, found) in enumerate(claims) if claimed != found]
+    if wrong:
+        raise GravitiError(f"{parts.manifest_path}: does not describe the set: " + "; ".join(wrong)
+                           + "; re-partition the crawl (graviti partition CRAWL --out SET --overwrite)")
+
+
+def _feature_widths(part_id: int, manifest, node_feats: dict) -> list[str]:
+    """Numeric and vector features: the manifest's width against the part's stored columns."""
+    problems = []
+    for node_type, features in manifest.features.items():
+        for name, info in features.items():
+            stored = node_feats.get(f"{node_type}/feat_{name}")
+            if info.kind not in ("numeric", "vector") or stored is None:
+                continue
+            width = stored.reshape(stored.shape[0], -1).shape[1] if stored.dim() > 1 else 1
+            if width != info.width:
+                problems.append(f"part {part_id}: feature {node_type}/{name} is {width} wide, the manifest says {info.width}")
+    return problems
+
+
 def check_partitions(part_dir: str | Path, crawl_dir: str | Path | None = None) -> dict:
     """Verify ``part_dir``; returns a summary, raises GravitiError listing every failed check."""
     part_dir = Path(part_dir)
     parts = PartitionSet(part_dir)
     manifest = parts.read_manifest()
+    parts.verify_files(manifest, checksums=True)  # every file whole and as written, before DGL reads one
+    metadata = parts.read_part_config()
+    _check_claims(manifest, metadata, parts)
     crawl_dir = Path(crawl_dir or manifest.crawl)
     config = parts.part_config
-    metadata = json.loads(config.read_text())
     crawl = load_crawl(crawl_dir)
     graph = _message_passing_graph(crawl, parts)
     spec = manifest.spec
@@ -91,6 +122,7 @@ def check_partitions(part_dir: str | Path, crawl_dir: str | Path | None = None) 
                     values = torch.zeros(len(local))
                 columns.append(values.numpy().astype(np.float64))
             got_pairs[canonical].append(np.stack(columns))
+        problems += _feature_widths(i, manifest, node_feats)
         halo_feats = dgl.data.utils.load_tensors(str(parts.halo_feats(i)))
         for t, name in enumerate(ntypes):
             for is_inner, feats in ((True, node_feats), (False, halo_feats)):

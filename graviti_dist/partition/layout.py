@@ -18,6 +18,7 @@ It needs pyarrow and pydantic only (no torch or DGL), so any process can read a 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from graviti_dist.crawl import CrawlSchema, Relation
 from graviti_dist.errors import FieldError, GravitiError
 
-FORMAT_VERSION = 1
+# 2: the manifest records every file's size and SHA-256 (``files``); sets of format 1 still load,
+# unchecked. Readers refuse a set of a later format than they know.
+FORMAT_VERSION = 2
+_REPARTITION = "re-partition the crawl (graviti partition CRAWL --out SET --overwrite)"
 MANIFEST = "manifest.json"
 REPORT = "report.json"
 GRAPH_NAME = "graph"
@@ -95,6 +99,23 @@ class FeatureInfo(_Record):
     std: list[float] | None = None
 
 
+class FileRecord(_Record):
+    """A file of the set as the partitioner wrote it."""
+
+    size: int
+    sha256: str
+
+
+def file_records(root: Path) -> dict[str, FileRecord]:
+    """Size and SHA-256 of every file under ``root`` but the manifest (relative POSIX paths)."""
+    records = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST):
+        with path.open("rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        records[path.relative_to(root).as_posix()] = FileRecord(size=path.stat().st_size, sha256=digest)
+    return records
+
+
 class TaskInfo(_Record):
     """A task as the partitioner recorded it: the schema's task plus its training statistics."""
 
@@ -142,6 +163,7 @@ class Manifest(_Record):
     tasks: list[TaskInfo]
     edge_attributes: dict[str, list[str]]
     parts: list[PartStats]
+    files: dict[str, FileRecord] = Field(default_factory=dict)  # empty in format 1 sets
 
     @property
     def num_parts(self) -> int:
@@ -220,16 +242,52 @@ class PartitionSet:
             raise GravitiError(f"{self.root}: not a partition set, or not a finished partition set (no {MANIFEST}); "
                                "run graviti partition first")
         try:
-            return Manifest.model_validate(json.loads(self.manifest_path.read_text()))
+            raw = json.loads(self.manifest_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise GravitiError(f"{self.manifest_path}: not valid JSON ({exc}); re-partition the crawl") from None
+            raise GravitiError(f"{self.manifest_path}: not valid JSON ({exc}); {_REPARTITION}") from None
+        version = raw.get("format_version") if isinstance(raw, dict) else None
+        if isinstance(version, int) and version > FORMAT_VERSION:
+            raise GravitiError(f"{self.manifest_path}: a set of format {version}, written by a newer graviti-dist; "
+                               f"this one reads formats up to {FORMAT_VERSION} (upgrade, or {_REPARTITION})")
+        try:
+            return Manifest.model_validate(raw)
         except ValidationError as exc:
             fields = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
-            raise GravitiError(f"{self.manifest_path}: not a valid manifest ({fields}); re-partition the crawl") from None
+            raise GravitiError(f"{self.manifest_path}: not a valid manifest ({fields}); {_REPARTITION}") from None
 
     def read_part_config(self) -> dict:
         """DGL's partition config (``node_map``/``edge_map`` ranges of shuffled ids, per part and type)."""
-        return json.loads(self.part_config.read_text())
+        try:
+            config = json.loads(self.part_config.read_text())
+        except FileNotFoundError:
+            raise GravitiError(f"{self.part_config}: missing; {_REPARTITION}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise GravitiError(f"{self.part_config}: not valid JSON ({exc}); {_REPARTITION}") from None
+        if not isinstance(config, dict) or "num_parts" not in config:
+            raise GravitiError(f"{self.part_config}: not DGL's partition config (no num_parts); {_REPARTITION}")
+        return config
+
+    def verify_files(self, manifest: Manifest, part_ids: list[int] | None = None, checksums: bool = False) -> None:
+        """Every file the manifest records (the shared ones and those of ``part_ids``; all when None)
+        is there with its recorded size (and, with ``checksums``, content): a damaged file is named
+        before DGL reads it (a truncated node_feat.dgl crashed every reader with a segfault)."""
+        wanted = None if part_ids is None else {part_dir_name(p) for p in part_ids}
+        for name, record in manifest.files.items():
+            top = name.split("/", 1)[0]
+            if wanted is not None and top.startswith("part") and top[4:].isdigit() and top not in wanted:
+                continue
+            path = self.root / name
+            if not path.is_file():
+                raise GravitiError(f"{path}: missing (the manifest records {record.size:,} bytes); {_REPARTITION}")
+            size = path.stat().st_size
+            if size != record.size:
+                raise GravitiError(f"{path}: {size:,} bytes, the manifest records {record.size:,} (truncated or "
+                                   f"replaced); {_REPARTITION}")
+            if checksums:
+                with path.open("rb") as f:
+                    if hashlib.file_digest(f, "sha256").hexdigest() != record.sha256:
+                        raise GravitiError(f"{path}: its content differs from the manifest's SHA-256 (damaged or "
+                                           f"edited); {_REPARTITION}")
 
     def write_manifest(self, manifest: Manifest) -> None:
         self.manifest_path.write_text(manifest.to_json())

@@ -17,6 +17,7 @@ import torch
 from graviti_dist._dgl import dgl
 from graviti_dist.model import NodeInputSpec
 from graviti_dist.partition import FeatureInfo, Manifest, PartitionSet, TaskInfo
+from graviti_dist.errors import GravitiError
 
 
 @dataclass
@@ -46,6 +47,9 @@ def load_worker_partition(part_dir: str | Path, part_id: int) -> WorkerPartition
     """Load partition ``part_id`` of the set at ``part_dir`` with its halo features."""
     parts = PartitionSet(part_dir)
     manifest = parts.read_manifest()
+    if not 0 <= part_id < manifest.num_parts:
+        raise GravitiError(f"{part_dir}: no partition {part_id} (the set has {manifest.num_parts})")
+    parts.verify_files(manifest, [part_id])  # sizes, before DGL reads a byte
     graph, node_feats, _, _, _, _, _ = dgl.distributed.load_partition(str(parts.part_config), part_id)
     halo_feats = dgl.data.utils.load_tensors(str(parts.halo_feats(part_id)))
     node_type = graph.ndata[dgl.NTYPE].long()

@@ -12,7 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from graviti_dist.errors import GravitiError
-from graviti_dist.partition import Manifest, read_manifest  # the face is lazy: pydantic and pyarrow only
+from graviti_dist.partition import Manifest, PartitionSet, read_manifest  # the face is lazy: pydantic and pyarrow only
 
 
 class _Strict(BaseModel):
@@ -136,6 +136,7 @@ def check_against_partitions(config: TrainConfig) -> Manifest:
     """Validate the config against the partition set's manifest; returns the manifest."""
     part_dir = Path(config.partitions)
     manifest = read_manifest(part_dir)
+    PartitionSet(part_dir).verify_files(manifest)  # a damaged file is named here, not in a worker's traceback
     all_tasks = [t.name for t in manifest.tasks]
     for name in (config.tasks or []) + list(config.task_weights):
         if name not in all_tasks:

@@ -147,13 +147,16 @@ def test_a_failed_overwrite_or_resume_keeps_the_last_good_run(crawl_parts, tmp_p
     from graviti_dist.train import load_run
 
     out = tmp_path / "runs" / "good"  # parents are created
-    _run(crawl_parts / "parts2", out, "epochs=2", "num_workers=1")
+    _run(crawl_parts / "parts2", out, "epochs=1", "num_workers=1")
     before = _snapshot(out)
     assert {"config.yaml", "metrics.jsonl", "best_model.pt", "test_metrics.json"} <= set(before)
     damaged = _damaged_copy(crawl_parts / "parts2", tmp_path / "damaged")
     cases = {
         "overwrite from a damaged set": (_command(damaged, out, "epochs=1", "num_workers=1", flags=["--overwrite"]),
-                                         "training failed"),
+                                         "part1/graph.dgl: missing"),
+        "overwrite that diverges in a worker": (_command(crawl_parts / "parts2", out, "epochs=1", "num_workers=1",
+                                                         "optim.lr=1e20", flags=["--overwrite"]),
+                                                "training failed: worker 0: training diverged in epoch 0"),
         "resume with another width": (_command(crawl_parts / "parts2", out, "epochs=3", "num_workers=1",
                                                "model.hidden=32", flags=["--resume"]), "model.hidden is 16"),
         "resume with other tasks": (_command(crawl_parts / "parts2", out, "epochs=3", "num_workers=1",
@@ -168,8 +171,8 @@ def test_a_failed_overwrite_or_resume_keeps_the_last_good_run(crawl_parts, tmp_p
         assert _snapshot(out) == before, name  # nothing of the last good run was touched
         assert sorted(p.name for p in out.parent.iterdir()) == [".good.lock", "good"], name  # no build left behind
     assert load_run(out).state.keys()  # infer and serve still take it
-    _run(crawl_parts / "parts2", out, "epochs=3", "num_workers=1", flags=["--overwrite"])
-    assert [r["epoch"] for r in _records(out)] == [0, 1, 2]  # replaced whole once the new run finished
+    _run(crawl_parts / "parts2", out, "epochs=2", "num_workers=1", flags=["--overwrite"])
+    assert [r["epoch"] for r in _records(out)] == [0, 1]  # replaced whole once the new run finished
     assert sorted(p.name for p in out.parent.iterdir()) == [".good.lock", "good"]
 
 

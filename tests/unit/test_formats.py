@@ -162,3 +162,66 @@ def test_dense_rows_are_scaled_alike_in_every_partition(small_set):
         assert torch.equal(a, b)
     every = torch.stack([r[0] for r in rows.values()])  # each user once: the set's own statistics
     torch.testing.assert_close(every.mean(0), torch.zeros(2), atol=1e-5, rtol=0)
+
+
+def _copy_set(parts, tmp_path):
+    import shutil
+
+    shutil.copytree(parts, tmp_path / "set")
+    return tmp_path / "set"
+
+
+@pytest.mark.parametrize("damage, expected", [
+    (lambda s: (s / "part1" / "node_feat.dgl").write_bytes((s / "part1" / "node_feat.dgl").read_bytes()[:100]),
+     r"part1/node_feat.dgl: 100 bytes, the manifest records [\d,]+ \(truncated or replaced\)"),
+    (lambda s: (s / "part1" / "halo_feat.dgl").write_bytes(b""), r"part1/halo_feat.dgl: 0 bytes"),
+    (lambda s: (s / "part1" / "graph.dgl").unlink(), r"part1/graph.dgl: missing \(the manifest records"),
+    (lambda s: (s / "graph.json").unlink(), r"graph.json: missing"),
+    (lambda s: (s / "id_map" / "user.parquet").write_bytes(b"PAR1"), r"id_map/user.parquet: 4 bytes"),
+], ids=["truncated-features", "empty-halo", "missing-graph", "missing-config", "truncated-id-map"])
+def test_damaged_files_are_named_before_dgl_reads_them(small_set, tmp_path, damage, expected):
+    _, parts, _ = small_set
+    damaged = _copy_set(parts, tmp_path)
+    damage(damaged)
+    for read in (lambda: load_worker_partition(damaged, 1), lambda: check_partitions(damaged)):
+        with pytest.raises(GravitiError, match=expected) as error:
+            read()
+        assert "re-partition the crawl" in str(error.value)
+
+
+def test_check_verifies_contents_and_the_manifests_claims(small_set, tmp_path):
+    _, parts, _ = small_set
+    edited = _copy_set(parts, tmp_path)
+    feats = edited / "part0" / "node_feat.dgl"
+    data = bytearray(feats.read_bytes())
+    data[-1] ^= 0xFF  # same size, other content: only the checksum sees it
+    feats.write_bytes(bytes(data))
+    load_worker_partition(edited, 1)  # a worker of another part is not held up
+    with pytest.raises(GravitiError, match="part0/node_feat.dgl: its content differs from the manifest's SHA-256"):
+        check_partitions(edited)
+    feats.write_bytes((parts / "part0" / "node_feat.dgl").read_bytes())
+    manifest = json.loads((edited / "manifest.json").read_text())
+    for key, value, message in (("num_hops", 1, "num_hops is 1 in manifest.json but 2 in graph.json"),
+                                ("num_parts", 3, "num_parts is 3 in manifest.json but 2 in graph.json")):
+        (edited / "manifest.json").write_text(json.dumps({**manifest, "spec": {**manifest["spec"], key: value}}))
+        with pytest.raises(GravitiError, match=message):
+            check_partitions(edited)
+    wide = json.loads(json.dumps(manifest))
+    wide["features"]["user"]["x"]["width"] = 3
+    (edited / "manifest.json").write_text(json.dumps(wide))
+    with pytest.raises(GravitiError, match="feature user/x is 2 wide, the manifest says 3"):
+        check_partitions(edited)
+
+
+@pytest.mark.parametrize("manifest_text, expected", [
+    ("{not json", "not valid JSON"),
+    ("[1, 2]", "not a valid manifest"),
+    ('{"format_version": 99}', "a set of format 99, written by a newer graviti-dist; this one reads formats up to 2"),
+])
+def test_an_invalid_manifest_is_named(small_set, tmp_path, manifest_text, expected):
+    _, parts, _ = small_set
+    edited = _copy_set(parts, tmp_path)
+    (edited / "manifest.json").write_text(manifest_text)
+    with pytest.raises(GravitiError, match=expected):
+        read_manifest(edited)
+    assert main(["partition", "--check", str(edited)]) == 2
