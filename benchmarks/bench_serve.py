@@ -1,10 +1,12 @@
-"""Load test of `graviti serve` on loopback: single-id latency (p50/p99) and 64-id batch throughput.
+"""Load test of `graviti serve` on loopback: single-id latency (p50/p99), 64-id batch throughput, and
+a mixed load (8 clients sending single ids, 50-id and 1024-id batches) with errors and the service's memory.
 
-The service runs as its own process (`graviti serve`), the client here, both on this machine,
+The service runs as its own process (`graviti serve`), the clients here, both on this machine,
 over HTTP keep-alive. Bounded in requests and in seconds.
 Setup (cached under --workdir): Twitch ENGB+PTBR from the datasets folder, 2 partitions,
 a 2-epoch `graviti train` run with the default model.
 Usage: python -m benchmarks.bench_serve [--single 2000] [--batches 300] [--clients 1,4] [--seconds 60]
+       [--mixed-clients 8] [--mixed-seconds 60]
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ def start_service(run: Path, parts: Path, port: int, threads: int) -> subprocess
         try:
             if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).ok:
                 return proc
-        except requests.ConnectionError:
+        except requests.RequestException:  # refused before the bind, unanswered while it loads
             time.sleep(0.2)
         if proc.poll() is not None:
             raise SystemExit("graviti serve exited during start-up")
@@ -99,6 +101,50 @@ def load(url: str, bodies: list[dict], clients: int, seconds: float) -> dict:
             "p99_ms": pct(0.99), "max_ms": round(latencies[-1] * 1e3, 2), "mean_ms": round(statistics.mean(latencies) * 1e3, 2)}
 
 
+MIXED = ((1, 0.7), (50, 0.2), (1024, 0.1))  # (ids per request, share of requests)
+
+
+def _mixed_client(url: str, ids: list[str], seed: int, deadline: float) -> list[tuple[int, float, int]]:
+    rng, session, out = random.Random(seed), requests.Session(), []
+    sizes, weights = zip(*MIXED)
+    while time.time() < deadline:
+        size = rng.choices(sizes, weights)[0]
+        start = time.perf_counter()
+        try:
+            status = session.post(url, json={"ids": rng.sample(ids, size)}, timeout=30).status_code
+        except requests.RequestException:
+            status = 0
+        out.append((size, time.perf_counter() - start, status))
+    return out
+
+
+def mixed_load(url: str, ids: list[str], clients: int, seconds: float, service_pid: int) -> dict:
+    """``clients`` keep-alive clients, each sending MIXED-sized requests back to back for ``seconds``;
+    per size latency percentiles, error count, and the service's RSS sampled every 0.5 s."""
+    import psutil
+
+    service, rss = psutil.Process(service_pid), []
+    deadline = time.time() + seconds
+    with ThreadPoolExecutor(clients + 1) as pool:
+        futures = [pool.submit(_mixed_client, url, ids, seed, deadline) for seed in range(clients)]
+        while time.time() < deadline:
+            rss.append(service.memory_info().rss / 2**20)
+            time.sleep(0.5)
+        samples = [x for f in futures for x in f.result()]
+    rows = []
+    for size, _ in MIXED:
+        latencies = sorted(t for n, t, status in samples if n == size and status == 200)
+        pct = lambda q: round(latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1e3, 2) if latencies else None  # noqa: E731
+        rows.append({"ids": size, "requests": len(latencies), "p50_ms": pct(0.5), "p90_ms": pct(0.9), "p99_ms": pct(0.99),
+                     "max_ms": pct(1.0)})
+    quarter = max(1, len(rss) // 4)
+    return {"clients": clients, "seconds": seconds, "sizes": rows,
+            "errors": sum(1 for _, _, status in samples if status != 200),
+            "statuses": sorted({status for _, _, status in samples}),
+            "rss_mb": {"first_quarter_max": round(max(rss[:quarter]), 1), "last_quarter_max": round(max(rss[-quarter:]), 1),
+                       "max": round(max(rss), 1)}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--single", type=int, default=2000, help="single-id requests")
@@ -106,6 +152,8 @@ def main() -> None:
     parser.add_argument("--clients", default="1,4", help="concurrent keep-alive clients to try")
     parser.add_argument("--seconds", type=float, default=60, help="time bound per measurement")
     parser.add_argument("--threads", type=int, default=1, help="torch threads in the service")
+    parser.add_argument("--mixed-clients", type=int, default=8, help="clients of the mixed load")
+    parser.add_argument("--mixed-seconds", type=float, default=60, help="length of the mixed load")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/graviti-bench"))
     parser.add_argument("--datasets", type=Path, default=Path(os.environ.get("GRAVITI_DATASETS", DEFAULT_DATASETS)))
     args = parser.parse_args()
@@ -125,11 +173,14 @@ def main() -> None:
                 row["ids_per_s"] = round(row["requests_per_s"] * len(bodies[0]["ids"]), 1)
                 print(row, flush=True)
                 runs.append(row)
+        mixed = mixed_load(url, ids, args.mixed_clients, args.mixed_seconds, service.pid)
+        print(mixed, flush=True)
     finally:
         service.terminate()
         service.wait(timeout=30)
     path = write_result("serve", {"benchmark": "serve", "graph": "twitch ENGB+PTBR (2 partitions)", "service_threads": args.threads,
-                                  "model": "graviti train defaults (2-layer GAT, 4x64), 2 epochs", "runs": runs})
+                                  "model": "graviti train defaults (2-layer GAT, 4x64), 2 epochs", "runs": runs,
+                                  "mixed": mixed})
     plot(json.loads(path.read_text()), path.with_suffix(".png"))
     print(f"wrote {path}")
 

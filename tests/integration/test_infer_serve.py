@@ -103,7 +103,7 @@ def _free_port():
 
 
 @contextlib.contextmanager
-def _service(run, parts, max_ids=64):
+def _service(run, parts, max_ids=64, predictor=None, **options):
     """graviti serve's app on a real uvicorn server on a free loopback port."""
     import uvicorn
 
@@ -111,8 +111,8 @@ def _service(run, parts, max_ids=64):
     from graviti_dist.infer.serve import create_app
 
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(Predictor(run, parts), max_ids=64), host="127.0.0.1", port=port,
-                                           log_level="warning"))
+    app = create_app(predictor or Predictor(run, parts), max_ids=max_ids, **options)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 60
@@ -168,16 +168,44 @@ def test_service_rejects_bad_requests_with_4xx(twitch_service):
         (dict(json={"ids": ["1"], "tasks": ["likes"]}), 422, "unknown task"),
         (dict(json={"ids": ["1"], "node_type": "robot"}), 422, "node_type"),
         (dict(json={"ids": [str(i) for i in range(65)]}), 413, "at most 64"),
+        (dict(json={"ids": ["1"], "embedding": "yes"}), 422, "embedding"),  # strict types: no "yes" for true
+        (dict(json={"ids": ["x" * 300]}), 422, "at most 256"),  # ids are echoed back: bounded
+        (dict(json={"ids": ["1"], "tasks": ["mature"] * 65}), 422, "tasks"),
+        (dict(data=b'{"ids": ["' + b"1" * (2 << 20) + b'"]}', headers={"content-type": "application/json"}), 413,
+         "request body over 1,048,576 bytes"),  # refused by size, before it is parsed
     ]
     for kwargs, status, words in cases:
         response = requests.post(f"{url}/predict", timeout=10, **kwargs)
         assert response.status_code == status, (kwargs, response.text)
         assert words in response.json()["error"], (kwargs, response.text)
     assert requests.post(f"{url}/recommend", json={"user_id": "1", "k": 5}, timeout=10).status_code == 404
+    assert requests.post(f"{url}/recommend", json={"user_id": "1", "k": "5"}, timeout=10).status_code == 422
+    assert not any("/" in str(v) for v in health.values())  # no file paths of the server's disk
+    docs = requests.get(f"{url}/docs", timeout=10)
+    assert docs.status_code == 200 and "/predict" in docs.text and "http" not in docs.text  # nothing fetched from the web
+
+
+def test_service_token_and_a_full_queue(twitch_service):
+    from graviti_dist.infer.predictor import Predictor
+
+    _, run, parts = twitch_service
+    predictor = Predictor(run, parts)
+    some_id = next(iter(predictor.index))[1]
+    with _service(run, parts, predictor=predictor, token="s3cret") as url:
+        assert requests.get(f"{url}/health", timeout=10).status_code == 200  # liveness stays open
+        refused = requests.post(f"{url}/predict", json={"ids": [some_id]}, timeout=10)
+        assert refused.status_code == 401 and "bearer token" in refused.json()["error"]
+        wrong = requests.post(f"{url}/predict", json={"ids": [some_id]}, headers={"Authorization": "Bearer nope"}, timeout=10)
+        assert wrong.status_code == 401
+        ok = requests.post(f"{url}/predict", json={"ids": [some_id]}, headers={"Authorization": "Bearer s3cret"}, timeout=10)
+        assert ok.status_code == 200 and some_id in ok.json()["predictions"]
+    with _service(run, parts, predictor=predictor, max_pending=0) as url:
+        busy = requests.post(f"{url}/predict", json={"ids": [some_id]}, timeout=10)
+        assert busy.status_code == 503 and busy.headers["Retry-After"] == "1" and "busy" in busy.json()["error"]
 
 
 def test_serve_cli_fails_clearly_on_a_missing_run(tmp_path, capsys):
-    assert main(["serve", str(tmp_path / "nope"), "--partitions", str(tmp_path)]) == 2
+    assert main(["serve", str(tmp_path / "nope"), "--partitions", str(tmp_path), "--port", str(_free_port())]) == 2
     assert "not a partition set" in capsys.readouterr().err
 
 
