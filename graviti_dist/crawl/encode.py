@@ -28,6 +28,8 @@ def refuse_non_finite(values: np.ndarray, what: str, allow_nan: bool = False) ->
     """Refuse inf (and, unless ``allow_nan``, NaN) in ``values``, naming rows. A value beyond
     float32's range (1e308) counts: it becomes inf in the model's float32, and one inf erased a
     feature for a whole partition through standardisation."""
+    if values.size == 0:
+        return
     rows = values.reshape(len(values), -1)
     bad = np.isinf(rows) if allow_nan else ~np.isfinite(rows)
     where = np.flatnonzero(bad.any(axis=1))

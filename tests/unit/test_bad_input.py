@@ -161,3 +161,10 @@ def test_a_csv_that_is_not_utf8_is_named(tmp_path, capsys):
     assert main(["import", "edgelist", str(tmp_path / "e.csv"), "--out", str(tmp_path / "crawl")]) == 2
     err = capsys.readouterr().err
     assert "e.csv: could not read" in err and "UTF8" in err and "Traceback" not in err
+
+
+def test_an_empty_table_has_nothing_non_finite():
+    from graviti_dist.crawl.encode import refuse_non_finite
+
+    refuse_non_finite(np.zeros((0,), np.float32), "empty")
+    refuse_non_finite(np.zeros((0, 4), np.float32), "empty")
