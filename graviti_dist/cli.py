@@ -125,7 +125,7 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     from graviti_dist.infer import run_server
 
     run_server(args.run, args.partitions, host=args.host, port=args.port, max_ids=args.max_ids, device=args.device,
-               token_file=args.token_file)
+               token_file=args.token_file, read_timeout=args.read_timeout)
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:
@@ -251,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--port", type=int, default=8000)
     srv.add_argument("--max-ids", type=int, default=1024, help="most ids one /predict request may ask for")
     srv.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    srv.add_argument("--read-timeout", type=float, default=10.0,
+                     help="seconds a client has to send a whole request before it is disconnected (default 10)")
     srv.add_argument("--token-file", help="require 'Authorization: Bearer TOKEN' (the file's content; default: "
                                           "GRAVITI_SERVE_TOKEN if set, else no token)")
     srv.set_defaults(func=_cmd_serve)

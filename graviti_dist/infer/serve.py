@@ -8,7 +8,8 @@ so /predict does no model work on the event loop (a request that needs per-task 
 many ids runs in a worker thread). Past ``max_pending`` requests in flight, /predict answers
 503 with Retry-After.
 With a token (``--token-file`` or ``GRAVITI_SERVE_TOKEN``) every route but /health needs
-``Authorization: Bearer TOKEN``. Request bodies are capped before they are read whole.
+``Authorization: Bearer TOKEN``. Request bodies are capped before they are read whole, and a
+client that does not finish sending its request in ``--read-timeout`` seconds is disconnected.
 """
 
 from __future__ import annotations
@@ -218,14 +219,27 @@ def create_app(predictor: Predictor, max_ids: int = 1024, token: str | None = No
     return _body_cap(app, max(1 << 20, max_ids * (_MAX_ID_CHARS + 8)))
 
 
-def run_server(run: str, partitions: str, *, host: str = "127.0.0.1", port: int = 8000, max_ids: int = 1024,
-               device: str = "cpu", token_file: str | None = None) -> None:
-    """Bind the port, load the run and partitions, then serve until interrupted. The port is taken
-    first: a port in use or out of range is refused in a second, not after loading everything."""
+def server_config(app, read_timeout: float = 10.0, **options):
+    """The uvicorn settings graviti serve runs with; ``options`` go to ``uvicorn.Config`` (host, port).
+    Keep-alive connections idle over 5 s are closed, a request not read whole within
+    ``read_timeout`` seconds has its connection closed (slow_clients.py), and beyond 512 open
+    connections new ones get 503."""
     import uvicorn
 
+    from graviti_dist.infer.slow_clients import deadline_protocol
+
+    return uvicorn.Config(app, log_level="warning", http=deadline_protocol(read_timeout), timeout_keep_alive=5,
+                          limit_concurrency=512, **options)
+
+
+def run_server(run: str, partitions: str, *, host: str = "127.0.0.1", port: int = 8000, max_ids: int = 1024,
+               device: str = "cpu", token_file: str | None = None, read_timeout: float = 10.0) -> None:
+    """Bind the port, load the run and partitions, then serve until interrupted. The port is taken
+    first: a port in use or out of range is refused in a second, not after loading everything."""
     if max_ids < 1:
         raise FieldError("max_ids", f"must be at least 1, got {max_ids}")
+    if not read_timeout > 0:
+        raise FieldError("read_timeout", f"must be positive, got {read_timeout}")
     token = _read_token(token_file)
     if token is None and host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s without a token: anyone who reaches it can query the model; pass --token-file "
@@ -239,9 +253,9 @@ def run_server(run: str, partitions: str, *, host: str = "127.0.0.1", port: int 
     gc.freeze()
     print(f"serving {predictor.num_nodes:,} nodes, tasks {', '.join(sorted(predictor.tasks))} on http://{host}:{port} "
           f"(routes: /docs){' with a bearer token' if token else ''}", flush=True)
-    # keep-alive connections idle over 5 s are closed; beyond 512 open connections new ones get 503
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning",
-                                           timeout_keep_alive=5, limit_concurrency=512))
+    import uvicorn
+
+    server = uvicorn.Server(server_config(app, read_timeout))
     server.run(sockets=[sock])
 
 

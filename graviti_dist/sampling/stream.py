@@ -48,7 +48,14 @@ class MinibatchStream:
             return next(self._plans[k])
 
     def epoch(self, steps: int) -> Iterator[MiniBatch]:
-        keys = [(i % len(self.batches), *self.next_key(i % len(self.batches))) for i in range(steps)]
+        """``steps`` minibatches over the partitions that hold training seeds. A worker whose
+        partitions hold none still takes ``steps`` steps, each an empty minibatch (zero seeds, zero
+        loss): every worker must join each step's gradient all-reduce, or DDP waits forever."""
+        live = [k for k, batches in enumerate(self.batches) if len(batches)]
+        if live:
+            keys = [(k, *self.next_key(k)) for k in (live[i % len(live)] for i in range(steps))]
+        else:
+            keys = [(0, torch.empty(0, dtype=torch.long), {}) for _ in range(steps)]
         if self._loader is None:
             return (self.batches[k].batch(seeds, links) for k, seeds, links in keys)
         self._keys.keys = keys

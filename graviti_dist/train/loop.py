@@ -65,15 +65,18 @@ class EpochTotals:
     steps: int = 0
     seeds: int = 0
     loss_sums: dict[str, torch.Tensor] = field(default_factory=dict)  # on the device: no per-step wait for the GPU
+    empty_steps: int = 0  # steps with no seeds and no link pairs (a worker without training seeds; MinibatchStream.epoch)
 
     def add(self, batch: MiniBatch, losses: dict[str, torch.Tensor]) -> None:
         self.steps += 1
         self.seeds += batch.num_seeds
+        self.empty_steps += batch.num_seeds == 0 and not batch.links
         for name, loss in losses.items():
             self.loss_sums[name] = self.loss_sums.get(name, 0.0) + loss.detach()
 
     def mean_losses(self) -> dict[str, float]:
-        return {name: float(value) / max(self.steps, 1) for name, value in self.loss_sums.items()}
+        """Each task's loss per step that had something to learn from (empty steps add zero)."""
+        return {name: float(value) / max(self.steps - self.empty_steps, 1) for name, value in self.loss_sums.items()}
 
 
 def train_epoch(model: torch.nn.Module, batches: Iterable[MiniBatch], optimizer: torch.optim.Optimizer,

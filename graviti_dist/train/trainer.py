@@ -173,9 +173,11 @@ def _restore(config: TrainConfig, core: MultiTaskModel, optimizer, schedule) -> 
 
 def _epoch_record(core: MultiTaskModel, totals: EpochTotals, steps: int, epoch: int, epoch_time: float, world: int) -> dict:
     """The epoch's record, summed over workers: seeds/s, mean losses, balancer weights, DDP replica spread."""
-    summed = torch.tensor([totals.seeds, *(float(totals.loss_sums.get(n, 0.0)) for n in core.specs)], dtype=torch.float64)
+    summed = torch.tensor([totals.seeds, totals.steps - totals.empty_steps,
+                           *(float(totals.loss_sums.get(n, 0.0)) for n in core.specs)], dtype=torch.float64)
     dist.all_reduce(summed)
-    mean_losses = {n: float(summed[i + 1]) / (world * max(steps, 1)) for i, n in enumerate(core.specs)}
+    # per step that had seeds: a worker without training seeds takes empty steps of zero loss
+    mean_losses = {n: float(summed[i + 2]) / max(float(summed[1]), 1.0) for i, n in enumerate(core.specs)}
     check_finite_losses(mean_losses, epoch)  # every worker sees the same sums: all stop together
     core.balancer.end_epoch(mean_losses)
     return {"epoch": epoch, "train_seeds": int(summed[0]), "epoch_time_s": round(epoch_time, 3),

@@ -108,11 +108,11 @@ def _service(run, parts, max_ids=64, predictor=None, **options):
     import uvicorn
 
     from graviti_dist.infer.predictor import Predictor
-    from graviti_dist.infer.serve import create_app
+    from graviti_dist.infer.serve import create_app, server_config
 
     port = _free_port()
     app = create_app(predictor or Predictor(run, parts), max_ids=max_ids, **options)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(server_config(app, host="127.0.0.1", port=port))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 60
