@@ -20,7 +20,7 @@ import statistics
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import requests
@@ -105,13 +105,17 @@ MIXED = ((1, 0.7), (50, 0.2), (1024, 0.1))  # (ids per request, share of request
 
 
 def _mixed_client(url: str, ids: list[str], seed: int, deadline: float) -> list[tuple[int, float, int]]:
+    """One client (its own process): MIXED-sized requests back to back until ``deadline``; each
+    latency runs from sending the already-encoded body to the whole answer."""
     rng, session, out = random.Random(seed), requests.Session(), []
     sizes, weights = zip(*MIXED)
+    headers = {"Content-Type": "application/json"}
     while time.time() < deadline:
         size = rng.choices(sizes, weights)[0]
+        body = json.dumps({"ids": rng.sample(ids, size)})
         start = time.perf_counter()
         try:
-            status = session.post(url, json={"ids": rng.sample(ids, size)}, timeout=30).status_code
+            status = session.post(url, data=body, headers=headers, timeout=30).status_code
         except requests.RequestException:
             status = 0
         out.append((size, time.perf_counter() - start, status))
@@ -119,13 +123,18 @@ def _mixed_client(url: str, ids: list[str], seed: int, deadline: float) -> list[
 
 
 def mixed_load(url: str, ids: list[str], clients: int, seconds: float, service_pid: int) -> dict:
-    """``clients`` keep-alive clients, each sending MIXED-sized requests back to back for ``seconds``;
-    per size latency percentiles, error count, and the service's RSS sampled every 0.5 s."""
+    """``clients`` keep-alive clients, each in its own process (as separate callers are: in one
+    process their threads would wait on each other's GIL and count it as service latency), each
+    sending MIXED-sized requests back to back for ``seconds``; per size latency percentiles, error
+    count, and the service's RSS sampled every 0.5 s."""
+    import multiprocessing
+
     import psutil
 
     service, rss = psutil.Process(service_pid), []
-    deadline = time.time() + seconds
-    with ThreadPoolExecutor(clients + 1) as pool:
+    with ProcessPoolExecutor(clients, mp_context=multiprocessing.get_context("fork")) as pool:
+        list(pool.map(time.sleep, [0.1] * clients))  # start every client process before the clock runs
+        deadline = time.time() + seconds
         futures = [pool.submit(_mixed_client, url, ids, seed, deadline) for seed in range(clients)]
         while time.time() < deadline:
             rss.append(service.memory_info().rss / 2**20)

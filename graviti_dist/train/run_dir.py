@@ -19,8 +19,10 @@ This module is the only one that spells these names; ``infer`` reads runs throug
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
+import logging
 import os
 import shutil
 import socket
@@ -34,6 +36,8 @@ from pydantic import ValidationError
 from graviti_dist.errors import GravitiError
 from graviti_dist.runtime.output import recover
 from graviti_dist.train.config import TrainConfig
+
+log = logging.getLogger(__name__)
 
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
@@ -63,6 +67,10 @@ def lock_path(out: str | Path) -> Path:
     return out.parent / f".{out.name}{LOCK_SUFFIX}"
 
 
+# flock's answers on filesystems without locks (some NFS mounts: ENOLCK; FUSE: EOPNOTSUPP/ENOSYS)
+_NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)
+
+
 class RunLock:
     """An exclusive lock on the run at ``out`` (``flock`` on a sibling file, released by the kernel
     when the holder dies), naming the holder's host, pid and run id for whoever is refused."""
@@ -75,12 +83,21 @@ class RunLock:
         f = self.path.open("a+")
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.locked = True
         except BlockingIOError:
             f.seek(0)
             holder = f.read().strip() or "another process"
             f.close()
             raise GravitiError(f"out: {self.path.parent / self.path.name[1:-len(LOCK_SUFFIX)]} is in use by another "
                                f"graviti train ({holder}); wait for it to finish or choose another out") from None
+        except OSError as exc:
+            if exc.errno not in _NO_LOCKS:
+                f.close()
+                raise
+            self.locked = False
+            log.warning("%s: this filesystem does not support locks (%s); training unlocked: a second graviti train "
+                        "into the same out is not refused, and workers cannot notice that this driver died",
+                        self.path, os.strerror(exc.errno))
         f.seek(0)
         f.truncate()
         f.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "run_id": self.run_id}))
@@ -89,7 +106,8 @@ class RunLock:
         return self
 
     def __exit__(self, *exc) -> None:
-        fcntl.flock(self._file, fcntl.LOCK_UN)
+        if self.locked:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
         self._file.close()
 
 
@@ -102,7 +120,11 @@ def driver_holds_lock(out: str | Path, run_id: str | None) -> bool:
     with path.open("r") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except OSError as exc:
+            if exc.errno in _NO_LOCKS:
+                return True  # no locks on this filesystem (RunLock warned): no way to tell, keep going
+            if not isinstance(exc, BlockingIOError):
+                raise
             try:
                 return json.loads(f.read() or "{}").get("run_id") == run_id
             except json.JSONDecodeError:

@@ -46,6 +46,7 @@ from graviti_dist.train.config import (TrainConfig, check_against_partitions, en
 from graviti_dist.train.loop import EpochTotals, build_model, check_finite_losses, evaluate, make_optimizer, train_epoch
 from graviti_dist.train.metrics import torch_distributed_gather
 from graviti_dist.train.plots import plot_run
+from graviti_dist.train.rendezvous import NodeAddressTorchConfig
 from graviti_dist.train.run_dir import (CHECKPOINT, RAY_RUN_NAME, RunDir, RunLock, TrainingState, driver_holds_lock,
                                         lock_path)
 
@@ -321,6 +322,7 @@ def _train_into(config: TrainConfig, run: RunDir) -> None:
 def _run_trainer(config: TrainConfig, build: RunDir) -> None:
     trainer = TorchTrainer(  # [4]
         train_loop_per_worker, train_loop_config=config.model_dump(mode="json"),
+        torch_config=NodeAddressTorchConfig(),  # DDP's store on the node address, not on every interface
         scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.device == "cuda",
                                      resources_per_worker={"CPU": 1}),
         run_config=RunConfig(storage_path=str(build.ray_storage), name=RAY_RUN_NAME,

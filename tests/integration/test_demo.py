@@ -12,18 +12,11 @@ CLI = [sys.executable, "-m", "graviti_dist.cli"]
 
 def _watched(args, timeout=600):
     """Run a graviti command; (result, listening sockets it opened beyond loopback, all it opened).
-
-    One listener is known and left out: torch.distributed's rendezvous store, which DDP's rank 0
-    (a RayTrainWorker) hosts on every interface; torch has no setting to bind it to one address
-    (torch/distributed/rendezvous.py, TCPStore), and Ray Train picks the rendezvous."""
+    DDP's rendezvous store is among them (train/rendezvous.py binds it to the node address)."""
     proc = subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     watcher = ListenWatcher(proc.pid)
     stdout, stderr = proc.communicate(timeout=timeout)
-    beyond = watcher.beyond_loopback()
-    store_ports = {port for name, _, port in beyond if name.startswith("ray::RayTrainWorker")}
-    assert len(store_ports) <= 1, beyond  # one store per training run, nothing else of the workers'
-    beyond = [s for s in beyond if s[2] not in store_ports]
-    return subprocess.CompletedProcess(args, proc.returncode, stdout, stderr), beyond, watcher.seen
+    return subprocess.CompletedProcess(args, proc.returncode, stdout, stderr), watcher.beyond_loopback(), watcher.seen
 
 
 def test_demo_runs_end_to_end_and_every_local_ray_stays_on_loopback(tmp_path):
@@ -56,3 +49,5 @@ def test_demo_runs_end_to_end_and_every_local_ray_stays_on_loopback(tmp_path):
         result, open_sockets, seen = _watched(args)
         assert result.returncode == 0, (name, result.stderr[-3000:])
         assert seen and not open_sockets, (name, open_sockets)
+        if name == "train":  # DDP's rendezvous store was among what the watch saw, on loopback
+            assert any(proc.startswith("ray::RayTrainWorker") for proc, _, _ in seen), seen

@@ -149,3 +149,19 @@ def test_resources_the_cluster_cannot_place_are_refused_before_training():
         check_resources(TrainConfig(partitions="/p", num_workers=2, device="cuda"), {"CPU": 2.0})
     with pytest.raises(FieldError, match=r"num_workers cannot be placed: 4 CPUs wanted .* has 2\. Use num_workers <= 2"):
         check_resources(TrainConfig(partitions="/p", num_workers=4), {"CPU": 2.0})
+
+
+def test_a_filesystem_without_locks_trains_unlocked_with_a_warning(tmp_path, monkeypatch, caplog):
+    """Some NFS mounts answer flock with ENOLCK; that cannot be mounted here, so flock is made to answer so."""
+    import errno
+    import fcntl
+
+    def no_locks(f, op):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    out = tmp_path / "run"
+    with caplog.at_level("WARNING"), RunLock(out, "abc") as lock:
+        assert not lock.locked and json.loads(lock_path(out).read_text())["run_id"] == "abc"
+        assert driver_holds_lock(out, "abc")  # cannot tell: workers keep going
+    assert "does not support locks" in caplog.text and "No locks available" in caplog.text
