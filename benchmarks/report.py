@@ -82,7 +82,7 @@ def serve_table(result: dict) -> str:
     mixed = result.get("mixed")
     if mixed:
         table += (f"\nMixed load: {mixed['clients']} clients for {mixed['seconds']:.0f} s, each sending 1, 50 or 1024 ids "
-                  f"(70/20/10%) back to back; {mixed['errors']} errors; service RSS max {mixed['rss_mb']['first_quarter_max']:,.0f} MB "
+                  f"(70/20/10%) back to back, each client its own process; {mixed['errors']} errors; service RSS max {mixed['rss_mb']['first_quarter_max']:,.0f} MB "
                   f"in the first quarter, {mixed['rss_mb']['last_quarter_max']:,.0f} MB in the last.\n\n"
                   "| ids per request | requests | p50 | p90 | p99 | max |\n|---|---|---|---|---|---|\n")
         table += "".join(f"| {r['ids']:,} | {r['requests']:,} | {r['p50_ms']:.1f} ms | {r['p90_ms']:.1f} ms | {r['p99_ms']:.1f} ms "
