@@ -91,7 +91,7 @@ def _cmd_partition(args: argparse.Namespace) -> None:
     except ValueError:
         raise FieldError("split", f"must be three comma-separated fractions, e.g. 0.8,0.1,0.1; got {args.split!r}") from None
     spec = PartitionSpec(num_parts=args.num_parts, method=args.method, num_hops=args.num_hops,
-                         balance_train=args.balance_train, split=split, seed=args.seed, num_actors=args.num_actors,
+                         balance_train=args.balance_train, split=split, split_by=args.split_by, seed=args.seed, num_actors=args.num_actors,
                          executor=args.executor, metis_mode=args.metis_mode)
     report = partition_crawl(args.crawl, args.out, spec, address=args.address, overwrite=args.overwrite,
                              dedupe=args.dedupe, drop_dangling=args.drop_dangling)
@@ -199,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     part.add_argument("--balance-train", action=argparse.BooleanOptionalAction, default=True,
                       help="balance labelled training nodes across parts as well as node types and edges")
     part.add_argument("--split", default="0.8,0.1,0.1", help="train,val,test fractions per task")
+    part.add_argument("--split-by", choices=["node", "task"], default="node",
+                      help="node (default): a node is in the same split for every task it is labelled for (the "
+                           "fractions hold in expectation); task: each task draws exact fractions of its own nodes")
     part.add_argument("--seed", type=int, default=0)
     part.add_argument("--address", help="Ray cluster address (with --executor ray and no address: a local Ray)")
     part.add_argument("--num-actors", type=int, help="writer actors (default: one per CPU, at most one per part)")

@@ -91,7 +91,7 @@ def partition_crawl(crawl_dir: str | Path, out: str | Path, spec: PartitionSpec,
         with stages("read"):
             crawl, node_refs = _read(crawl_dir, spec, dedupe, drop_dangling)
         with stages("split"):
-            node_splits, link_splits = make_splits(crawl, spec.split, spec.seed)
+            node_splits, link_splits = make_splits(crawl, spec.split, spec.seed, spec.split_by)
             graph, train_count = _split_graph(crawl, node_splits, link_splits)
             sim_g = dgl.to_homogeneous(graph)
         with stages("assign"):

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from graviti_dist.crawl import CrawlSchema, Relation
 from graviti_dist.errors import FieldError, GravitiError
@@ -56,6 +56,7 @@ class PartitionSpec:
     num_hops: int = 2  # halo depth: the number of GAT layers to sample exactly inside a partition
     balance_train: bool = True
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    split_by: str = "node"  # node: one split per node for all its tasks; task: each task splits its own nodes
     seed: int = 0
     num_actors: int | None = None
     executor: str = "auto"  # "ray" (actors, local Ray or a cluster), "local" (this process, threads) or "auto"
@@ -68,6 +69,8 @@ class PartitionSpec:
             raise FieldError("num_parts", f"must be at least 1, got {self.num_parts}")
         if self.metis_mode not in ("recursive", "k-way"):
             raise FieldError("metis_mode", f"must be recursive or k-way, not {self.metis_mode!r}")
+        if self.split_by not in ("node", "task"):
+            raise FieldError("split_by", f"must be node or task, not {self.split_by!r}")
         if self.method not in ("metis", "random"):
             raise FieldError("method", f"must be metis or random, not {self.method!r}")
         if self.num_hops < 1:
@@ -164,6 +167,14 @@ class Manifest(_Record):
     edge_attributes: dict[str, list[str]]
     parts: list[PartStats]
     files: dict[str, FileRecord] = Field(default_factory=dict)  # empty in format 1 sets
+
+    @field_validator("spec", mode="before")
+    @classmethod
+    def _split_by_of_older_sets(cls, spec):
+        # sets written before split_by existed split every task on its own
+        if isinstance(spec, dict) and "split_by" not in spec:
+            return {**spec, "split_by": "task"}
+        return spec
 
     @property
     def num_parts(self) -> int:

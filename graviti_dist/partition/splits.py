@@ -1,7 +1,12 @@
-"""Deterministic train/validation/test splits, per task.
+"""Deterministic train/validation/test splits of node tasks (by node or by task) and link tasks.
 
-Each task gets its own random stream (seed + task name), so adding a task does
-not reshuffle the others. Nodes without a label for a task are in no split.
+By node (the default): each node of a type draws one number from the type's random stream
+(seed + node type) and falls in the same split for every task it is labelled for, so a test
+node's correlated targets (``views`` and ``days`` of one Twitch user) are never trained on.
+The fractions then hold in expectation, not exactly. By task: each task shuffles its own
+labelled nodes (seed + task name) and cuts exact fractions; one node can be in the test split
+of one task and the training split of another. Either way adding a task does not reshuffle the
+others, and nodes without a label for a task are in no split. Link tasks split their edges.
 """
 
 from __future__ import annotations
@@ -33,14 +38,28 @@ def assign_splits(eligible: np.ndarray, fractions: tuple[float, float, float], s
     return split
 
 
-def make_splits(crawl: Crawl, fractions: tuple[float, float, float], seed: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """(node task -> split of each node of its type, link task -> split of each edge of its relation)."""
-    node_splits, link_splits = {}, {}
+def node_level_splits(num_nodes: int, fractions: tuple[float, float, float], seed: int, node_type: str) -> np.ndarray:
+    """TRAIN/VAL/TEST for every node of ``node_type``: one uniform draw per node against the fractions."""
+    draw = _rng(seed, f"node:{node_type}").random(num_nodes)
+    return np.where(draw < fractions[0], TRAIN, np.where(draw < fractions[0] + fractions[1], VAL, TEST)).astype(np.int8)
+
+
+def make_splits(crawl: Crawl, fractions: tuple[float, float, float], seed: int,
+                by: str = "node") -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(node task -> split of each node of its type, link task -> split of each edge of its relation);
+    node tasks split ``by`` node (one split per node for all its tasks) or by task."""
+    node_splits, link_splits, per_type = {}, {}, {}
     for task in crawl.schema.tasks:
         if task.is_link:
             link_splits[task.name] = assign_splits(np.ones(len(crawl.edges[task.relation]), bool), fractions, seed, task.name)
-        else:
-            node_splits[task.name] = assign_splits(crawl.labels[task.name].mask, fractions, seed, task.name)
+            continue
+        labelled = crawl.labels[task.name].mask
+        if by == "task":
+            node_splits[task.name] = assign_splits(labelled, fractions, seed, task.name)
+            continue
+        if task.node_type not in per_type:
+            per_type[task.node_type] = node_level_splits(labelled.shape[0], fractions, seed, task.node_type)
+        node_splits[task.name] = np.where(labelled, per_type[task.node_type], NONE).astype(np.int8)
     return node_splits, link_splits
 
 
