@@ -182,6 +182,10 @@ class GATEncoder(nn.Module):
     def num_layers(self) -> int:
         return len(self.layers)
 
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """The last layer's weights: where GradNorm compares the tasks' gradient norms."""
+        return [p for p in self.layers[-1].parameters() if p.requires_grad]
+
     def apply_layer(self, i: int, block: Block, h: torch.Tensor) -> torch.Tensor:
         """Layer ``i`` on ``block`` with its activation: what layer-wise (full-neighbourhood)
         inference calls once per layer over every node, instead of per sampled minibatch."""
@@ -213,6 +217,10 @@ class MLPEncoder(nn.Module):
     @property
     def num_layers(self) -> int:
         return len(self.mlp)
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """The last layer's weights: where GradNorm compares the tasks' gradient norms."""
+        return [p for p in self.mlp[-1].parameters() if p.requires_grad]
 
     def apply_layer(self, i: int, block: Block | None, h: torch.Tensor) -> torch.Tensor:
         """Layer ``i`` on each node's own row (the block only fixes how many rows are outputs)."""

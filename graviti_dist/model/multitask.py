@@ -75,7 +75,7 @@ class MultiTaskModel(nn.Module):
         if with_loss:
             _, outputs = self(batch)
             losses = self.task_losses(batch, outputs)
-            total = self.balancer(losses)
+            total = self.balancer(losses, self.encoder.shared_parameters())
             if self.every_parameter_in_loss and self.training:
                 total = total + self._zero_of_every_parameter()
             return total, losses, outputs

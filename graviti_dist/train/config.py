@@ -58,7 +58,7 @@ class TrainConfig(_Strict):
     out: str = Field("runs/train", description="run directory: config, epoch records, plots, checkpoints (train/run_dir.py)")
     tasks: list[str] | None = Field(None, min_length=1, description="subset of the partition set's tasks (default: all)")
     task_weights: dict[str, float] = Field(default_factory=dict)
-    balancing: Literal["static", "uncertainty", "dwa"] = "uncertainty"
+    balancing: Literal["static", "uncertainty", "dwa", "gradnorm"] = "uncertainty"
     model: ModelConfig = Field(default_factory=ModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     batch_size: int = Field(512, ge=1, description="node-task seeds per step")

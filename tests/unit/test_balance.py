@@ -41,3 +41,54 @@ def test_dwa_favours_the_task_that_learns_slowly():
         balancer.end_epoch(epoch_losses)
     weights = balancer.effective_weights()
     assert weights["slow"] > weights["fast"] and sum(weights.values()) == pytest.approx(2.0)
+
+
+def _two_task_problem(scale_loud: float):
+    torch.manual_seed(0)
+    x = torch.randn(512, 4)
+    targets = (x @ torch.tensor([1.0, -2.0, 0.5, 0.0]), x @ torch.tensor([0.5, 1.0, 0.0, -1.0]))
+    shared, heads = torch.nn.Linear(4, 8), torch.nn.ModuleList(torch.nn.Linear(8, 1) for _ in range(2))
+
+    def losses():
+        h = torch.relu(shared(x))
+        quiet = ((heads[0](h).squeeze(1) - targets[0]) ** 2).mean()
+        loud = scale_loud * ((heads[1](h).squeeze(1) - targets[1]) ** 2).mean()
+        return {"quiet": quiet, "loud": loud}
+
+    return shared, heads, losses
+
+
+def test_gradnorm_evens_out_the_tasks_gradients_at_the_shared_layer():
+    shared, heads, losses = _two_task_problem(scale_loud=20.0)
+    balancer = build_balancer("gradnorm", ["quiet", "loud"])
+    assert balancer.effective_weights() == {"quiet": 1.0, "loud": 1.0}
+    opt = torch.optim.Adam([*shared.parameters(), *heads.parameters(), *balancer.parameters()], lr=0.02)
+    for _ in range(200):
+        opt.zero_grad()
+        balancer(losses(), list(shared.parameters())).backward()
+        opt.step()
+    weights = balancer.effective_weights()
+    assert abs(sum(weights.values()) - 2.0) < 1e-5 and min(weights.values()) > 0
+    assert weights["loud"] < 0.25 * weights["quiet"]  # its gradients are 20x larger
+    assert torch.isfinite(balancer.initial).all()
+
+
+def test_gradnorm_moves_only_its_weights_and_is_plain_weighting_outside_training():
+    shared, heads, losses = _two_task_problem(scale_loud=3.0)
+    balancer = build_balancer("gradnorm", ["quiet", "loud"])
+    with torch.no_grad():
+        balancer.logits.copy_(torch.tensor([0.3, -0.3]))
+    params = [*shared.parameters(), *heads.parameters()]
+    values = losses()
+    balancer(values, list(shared.parameters())).backward()
+    with_gradnorm = [p.grad.clone() for p in params]
+    assert balancer.logits.grad is not None and balancer.logits.grad.abs().sum() > 0
+    for p in params:
+        p.grad = None
+    w = balancer.weights().detach()
+    values = losses()
+    (w[0] * values["quiet"] + w[1] * values["loud"]).backward()
+    assert all(torch.allclose(a, p.grad) for a, p in zip(with_gradnorm, params))  # the model sees sum w_i L_i only
+    balancer.eval()
+    values = losses()
+    assert torch.allclose(balancer(values, list(shared.parameters())), w[0] * values["quiet"] + w[1] * values["loud"])

@@ -1,6 +1,7 @@
 """Two DDP workers over gloo (two real processes, no Ray) where one worker's partition holds no
 training seeds: it must take every step with the other (empty minibatches, zero loss), or the
-other waits forever in the gradient all-reduce; both end with the same weights."""
+other waits forever in the gradient all-reduce; both end with the same weights. The model uses
+GradNorm, whose per-task gradient norms are taken inside DDP's forward."""
 
 import json
 import time
@@ -37,7 +38,7 @@ def _worker(rank: int, parts: str, rendezvous: str, out: str) -> None:
     if rank == 1:  # this worker's partition holds nothing to train on
         train.seeds = train.seeds[:0]
         train.links = {name: positions[:0] for name, positions in train.links.items()}
-    core = build_model(part, EncoderConfig(hidden=8, heads=2), "uncertainty")
+    core = build_model(part, EncoderConfig(hidden=8, heads=2), "gradnorm")
     core.every_parameter_in_loss = True
     model = torch.nn.parallel.DistributedDataParallel(core, find_unused_parameters=False)
     optimizer = make_optimizer(core.parameters(), 1e-2)
@@ -48,7 +49,8 @@ def _worker(rank: int, parts: str, rendezvous: str, out: str) -> None:
     weights = torch.cat([p.detach().reshape(-1) for p in core.parameters()])
     with open(f"{out}.{rank}", "w") as f:
         json.dump({"own_steps": len(train), "steps": [t.steps for t in totals], "empty": [t.empty_steps for t in totals],
-                   "losses": totals[0].mean_losses(), "weights": weights.tolist()}, f)
+                   "losses": totals[0].mean_losses(), "weights": weights.tolist(),
+                   "task_weights": core.balancer.effective_weights()}, f)
     dist.destroy_process_group()
 
 
@@ -67,3 +69,4 @@ def test_a_worker_without_training_seeds_keeps_step_with_the_others(two_parts, t
     assert busy["empty"] == [0, 0] and all(v == 0.0 for v in idle["losses"].values())
     assert any(v > 0 for v in busy["losses"].values())
     assert idle["weights"] == busy["weights"]  # the empty steps took part in every all-reduce
+    assert idle["task_weights"] == busy["task_weights"] and any(abs(w - 1.0) > 1e-4 for w in busy["task_weights"].values())
