@@ -115,7 +115,7 @@ def _cmd_infer(args: argparse.Namespace) -> None:
 
     summary = run_inference(args.run, args.partitions, args.out, executor=args.executor, address=args.address,
                             num_actors=args.num_actors, threads_per_actor=args.threads_per_actor, device=args.device,
-                            overwrite=args.overwrite, top_k=args.top_k)
+                            overwrite=args.overwrite, top_k=args.top_k, select=args.select)
     rows = ", ".join(f"{n:,} {t}" for t, n in summary["rows"].items())
     print(f"wrote {args.out}: predictions for {rows} ({', '.join(t['name'] for t in summary['tasks'])}) "
           f"in {summary['seconds']:.1f}s")
@@ -125,7 +125,7 @@ def _cmd_serve(args: argparse.Namespace) -> None:
     from graviti_dist.infer import run_server
 
     run_server(args.run, args.partitions, host=args.host, port=args.port, max_ids=args.max_ids, device=args.device,
-               token_file=args.token_file, read_timeout=args.read_timeout)
+               token_file=args.token_file, read_timeout=args.read_timeout, select=args.select)
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:
@@ -245,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     inf.add_argument("--top-k", type=int, default=10, help="recommendations per source node for each link task")
     inf.add_argument("--overwrite", action="store_true")
+    inf.add_argument("--select", choices=["per_task", "summed"], default="per_task",
+                     help="per_task (default): each node task from the weights of its own best validation epoch; "
+                          "summed: every task from the run's one best model (lowest summed validation loss)")
     inf.set_defaults(func=_cmd_infer)
 
     srv = sub.add_parser("serve", help="online multi-task predictions over HTTP (FastAPI + uvicorn)")
@@ -254,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--port", type=int, default=8000)
     srv.add_argument("--max-ids", type=int, default=1024, help="most ids one /predict request may ask for")
     srv.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    srv.add_argument("--select", choices=["per_task", "summed"], default="per_task",
+                     help="per_task (default): each node task from the weights of its own best validation epoch; "
+                          "summed: every task from the run's one best model (lowest summed validation loss)")
     srv.add_argument("--read-timeout", type=float, default=10.0,
                      help="seconds a client has to send a whole request before it is disconnected (default 10)")
     srv.add_argument("--token-file", help="require 'Authorization: Bearer TOKEN' (the file's content; default: "

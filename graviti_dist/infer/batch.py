@@ -17,7 +17,7 @@ import torch
 
 from graviti_dist._dgl import set_threads
 from graviti_dist.errors import FieldError
-from graviti_dist.infer.layerwise import PartitionInference, check_depth, original_units, raw_ids_of_inner, trained_model
+from graviti_dist.infer.layerwise import check_depth, original_units, predict_selected, raw_ids_of_inner, selected_models
 from graviti_dist.infer.predictions import Predictions, list_column
 from graviti_dist.infer.recommend import write_recommendations
 from graviti_dist.partition import PartitionSet, TaskInfo
@@ -46,13 +46,12 @@ def infer_partition(part_dir: str, part_id: int, run: TrainedRun, out: str, devi
         set_threads(threads)
     start = time.perf_counter()
     part = load_worker_partition(part_dir, part_id)
-    inference = PartitionInference(part, trained_model(run, part, device), device)
-    h = inference.hidden(inference.num_layers - 1)
     tasks = {t.name: t for t in part.manifest.tasks}
+    owned = raw_ids_of_inner(PartitionSet(part_dir), part, part_id)
+    outputs = predict_selected(part, selected_models(run, part, device), [nodes for nodes, _ in owned.values()], device)
     rows = {}
-    for t, (nodes, raw_ids) in raw_ids_of_inner(PartitionSet(part_dir), part, part_id).items():
+    for (t, (nodes, raw_ids)), (emb, preds) in zip(owned.items(), outputs):
         node_type = part.ntypes[t]
-        emb, preds = inference.predict(nodes, h)
         columns = {"id": raw_ids, "node_type": pa.array([node_type] * len(raw_ids), pa.string()), "embedding": list_column(emb)}
         for name, values in preds.items():
             if tasks[name].node_type == node_type:
@@ -64,9 +63,10 @@ def infer_partition(part_dir: str, part_id: int, run: TrainedRun, out: str, devi
 
 def run_inference(run_path: str | Path, part_dir: str | Path, out: str | Path, *, executor: str = "ray",
                   address: str | None = None, num_actors: int | None = None, threads_per_actor: int = 1,
-                  device: str = "cpu", overwrite: bool = False, top_k: int = 10) -> dict:
+                  device: str = "cpu", overwrite: bool = False, top_k: int = 10, select: str = "per_task") -> dict:
     """``graviti infer``: every partition's nodes to ``out``'s predictions, and for each link task the
-    ``top_k`` recommended destinations per source (see ``predictions`` for the files).
+    ``top_k`` recommended destinations per source (see ``predictions`` for the files). ``select``:
+    each node task from its own best epoch (``per_task``) or every task from best_model.pt (``summed``).
 
     Results depend only on the run, the partitions and ``threads_per_actor``:
     the same with one actor or many (each partition is computed the same way).
@@ -79,7 +79,7 @@ def run_inference(run_path: str | Path, part_dir: str | Path, out: str | Path, *
     parts, out = PartitionSet(Path(part_dir).absolute()), Path(out).absolute()
     manifest = parts.read_manifest()
     check_output(out, overwrite)
-    run = load_run(run_path)
+    run = load_run(run_path, select)
     check_depth(run, manifest, parts)
     started = time.perf_counter()
     with staged_output(out, overwrite) as tmp:
@@ -89,6 +89,7 @@ def run_inference(run_path: str | Path, part_dir: str | Path, out: str | Path, *
         else:
             stats = _infer_with_ray(parts.root, run, tmp, manifest.num_parts, address, num_actors, threads_per_actor, device)
         summary = {"run": str(run.source), "partitions": str(parts.root), "device": device, "executor": executor,
+                   "select": select, "task_epochs": run.task_epoch,
                    "threads_per_actor": threads_per_actor, "parts": sorted(stats, key=lambda s: s["part"]),
                    "rows": {t: sum(s["rows"].get(t, 0) for s in stats) for t in manifest.ntypes},
                    "tasks": [t.model_dump(mode="json") for t in manifest.node_tasks

@@ -23,15 +23,47 @@ from graviti_dist.sampling import NodeMinibatches, WorkerPartition
 from graviti_dist.train import TrainedRun, build_model, encoder_config
 
 
-def trained_model(run: TrainedRun, part: WorkerPartition, device: torch.device | str = "cpu") -> MultiTaskModel:
-    """The run's model, rebuilt for ``part``'s schema and loaded with its weights, in eval mode."""
+def trained_model(run: TrainedRun, part: WorkerPartition, device: torch.device | str = "cpu",
+                  state: dict | None = None) -> MultiTaskModel:
+    """The run's model, rebuilt for ``part``'s schema and loaded with its weights (``state``, default
+    the summed selection's), in eval mode."""
     model = build_model(part, encoder_config(run.config), run.config.balancing, run.config.tasks, run.config.task_weights)
     try:
-        model.load_state_dict(run.state)
+        model.load_state_dict(run.state if state is None else state)
     except RuntimeError as exc:
         raise GravitiError(f"{run.source}: the weights do not fit these partitions' schema or the run's config: "
                            f"{str(exc).splitlines()[0]}") from None
     return model.to(device).eval()
+
+
+def selected_models(run: TrainedRun, part: WorkerPartition, device: torch.device | str = "cpu"
+                    ) -> list[tuple[MultiTaskModel, list[str] | None]]:
+    """(model, the node tasks it answers): first the summed selection's model, for the embedding,
+    the link tasks and every task without a choice of its own (None); then, with per-task
+    selection, one model per selected epoch with the tasks that chose it."""
+    tasks_of: dict[int, list[str]] = {}
+    for task, epoch in run.task_epoch.items():
+        tasks_of.setdefault(epoch, []).append(task)
+    return [(trained_model(run, part, device), None)] + [
+        (trained_model(run, part, device, run.task_states[epoch]), tasks) for epoch, tasks in sorted(tasks_of.items())]
+
+
+def predict_selected(part: WorkerPartition, models: list[tuple[MultiTaskModel, list[str] | None]], node_sets: list[torch.Tensor],
+                     device: torch.device | str = "cpu") -> list[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+    """For each tensor of local nodes in ``node_sets``: (embeddings, each node task's prediction), every
+    task from the model that :func:`selected_models` chose for it. Each model runs layer-wise once."""
+    results: list[tuple[torch.Tensor, dict[str, torch.Tensor]]] = []
+    for model, tasks in models:
+        inference = PartitionInference(part, model, device)
+        h = inference.hidden(inference.num_layers - 1)
+        for k, nodes in enumerate(node_sets):
+            emb, preds = inference.predict(nodes, h)
+            if tasks is None:
+                results.append((emb, preds))
+            else:
+                results[k][1].update({task: preds[task] for task in tasks if task in preds})
+        del h
+    return results
 
 
 def check_depth(run: TrainedRun, manifest: Manifest, parts: PartitionSet) -> None:

@@ -1,10 +1,10 @@
 """Online predictions for given raw ids, from partitions held in memory.
 
-At start-up every partition runs the model's lower layers over all of its nodes
-(full neighbourhoods, as batch inference does); a request then runs only the
-last layer over each asked node's full in-neighbourhood, and the heads. The
-answers equal ``graviti infer``'s for the same run and partitions (a test holds
-this) and a single id costs one small block, not an L-hop neighbourhood.
+At start-up every partition runs the model layer by layer over all of its nodes
+(full neighbourhoods, as batch inference does), once per selected model (per-task
+selection: one per epoch some task chose), and keeps every inner node's embedding
+and head outputs; a request is a lookup. The answers equal ``graviti infer``'s for
+the same run, partitions and ``select`` (a test holds this).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from graviti_dist.infer.layerwise import PartitionInference, check_depth, original_units, raw_ids_of_inner, trained_model
+from graviti_dist.infer.layerwise import check_depth, original_units, predict_selected, raw_ids_of_inner, selected_models
 from graviti_dist.infer.recommend import Recommender
 from graviti_dist.partition import PartitionSet, TaskInfo
 from graviti_dist.sampling import load_worker_partition
@@ -25,20 +25,20 @@ from graviti_dist.train import load_run
 class Predictor:
     """Per-id, per-task predictions of a trained run over a partition set."""
 
-    def __init__(self, run_path: str | Path, part_dir: str | Path, device: str = "cpu"):
+    def __init__(self, run_path: str | Path, part_dir: str | Path, device: str = "cpu", select: str = "per_task"):
         part_set = PartitionSet(part_dir)
         self.manifest = part_set.read_manifest()
-        self.run = load_run(run_path)
+        self.run = load_run(run_path, select)
         check_depth(self.run, self.manifest, part_set)
         parts = [load_worker_partition(part_dir, p) for p in range(self.manifest.num_parts)]
-        model = trained_model(self.run, parts[0], device)
-        self.inference = [PartitionInference(part, model, device) for part in parts]
+        models = selected_models(self.run, parts[0], device)
+        self.out_dim = models[0][0].encoder.out_dim
         # Every inner node's embedding and head outputs, computed once: a node's prediction over a
         # fixed graph never changes, and a request then costs a lookup. The last layer for 1024
         # Twitch users' full neighbourhoods took 45 ms per request; the table is smaller than the
         # layer below it (out_dim against heads x hidden per node), which is freed.
-        self.outputs = [_inner_outputs(inf, part) for inf, part in zip(self.inference, parts)]
-        self.tasks = {t.name: t for t in self.manifest.node_tasks if t.name in model.specs}
+        self.outputs = [_inner_outputs(part, models, device) for part in parts]
+        self.tasks = {t.name: t for t in self.manifest.node_tasks if t.name in models[0][0].specs}
         self.index: dict[tuple[str, str], tuple[int, int]] = {}
         self.types_of: dict[str, list[str]] = defaultdict(list)
         owned = [raw_ids_of_inner(part_set, part, p) for p, part in enumerate(parts)]
@@ -108,8 +108,8 @@ class Predictor:
         for t in self.manifest.ntypes:
             id_map = part_set.read_id_map(t, columns=["raw_id"])["raw_id"].to_pylist()
             self.type_id_of.update({(t, str(raw)): i for i, raw in enumerate(id_map)})
-            emb[t] = torch.zeros(len(id_map), self.inference[0].model.encoder.out_dim)
-        for p, (inference, part) in enumerate(zip(self.inference, parts)):
+            emb[t] = torch.zeros(len(id_map), self.out_dim)
+        for p, part in enumerate(parts):
             row_of, final_of_inner, _ = self.outputs[p]
             for t, (nodes, raw_ids) in owned[p].items():
                 name = part.ntypes[t]
@@ -151,13 +151,13 @@ class Predictor:
         return list(dict.fromkeys(tasks))
 
 
-def _inner_outputs(inference: PartitionInference, part) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-    """(row of each local node in the tables, -1 for halo nodes; embeddings; head outputs) of the
-    partition's inner nodes."""
+def _inner_outputs(part, models, device) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """(row of each local node in the tables, -1 for halo nodes; embeddings; head outputs, each task
+    from its selected model) of the partition's inner nodes."""
     inner = torch.nonzero(part.inner).squeeze(1)
     row_of = torch.full((part.inner.numel(),), -1, dtype=torch.long)
     row_of[inner] = torch.arange(inner.numel())
-    emb, preds = inference.predict(inner, inference.hidden(inference.num_layers - 1))
+    ((emb, preds),) = predict_selected(part, models, [inner], device)
     return row_of, emb, preds
 
 

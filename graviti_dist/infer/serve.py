@@ -171,7 +171,8 @@ def create_app(predictor: Predictor, max_ids: int = 1024, token: str | None = No
     @app.get("/health")
     def health() -> dict:
         """Liveness and what is loaded."""
-        return {"status": "ok", "nodes": predictor.num_nodes, "tasks": sorted(predictor.tasks), "max_ids": max_ids}
+        return {"status": "ok", "nodes": predictor.num_nodes, "tasks": sorted(predictor.tasks), "max_ids": max_ids,
+                "task_epochs": predictor.run.task_epoch}  # per-task selection: the epoch each task answers from
 
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
@@ -233,7 +234,8 @@ def server_config(app, read_timeout: float = 10.0, **options):
 
 
 def run_server(run: str, partitions: str, *, host: str = "127.0.0.1", port: int = 8000, max_ids: int = 1024,
-               device: str = "cpu", token_file: str | None = None, read_timeout: float = 10.0) -> None:
+               device: str = "cpu", token_file: str | None = None, read_timeout: float = 10.0,
+               select: str = "per_task") -> None:
     """Bind the port, load the run and partitions, then serve until interrupted. The port is taken
     first: a port in use or out of range is refused in a second, not after loading everything."""
     if max_ids < 1:
@@ -245,7 +247,7 @@ def run_server(run: str, partitions: str, *, host: str = "127.0.0.1", port: int 
         log.warning("serving on %s without a token: anyone who reaches it can query the model; pass --token-file "
                     "(or set GRAVITI_SERVE_TOKEN)", host)
     sock = _bind(host, port)
-    predictor = Predictor(run, partitions, device)
+    predictor = Predictor(run, partitions, device, select)
     app = create_app(predictor, max_ids, token)
     # What start-up built lives as long as the service: out of the collector's sight, a full
     # collection no longer walks it in the middle of a request (1024-id p99 fell from 330 to 36 ms).

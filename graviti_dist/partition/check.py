@@ -19,7 +19,7 @@ from graviti_dist.crawl import Crawl, load_crawl
 from graviti_dist.errors import GravitiError
 from graviti_dist.partition.graph import build_graph
 from graviti_dist.partition.layout import PartitionSet
-from graviti_dist.partition.splits import assign_splits, message_passing_crawl, split_masks
+from graviti_dist.partition.splits import make_splits, message_passing_crawl, split_masks
 
 
 def _message_passing_graph(crawl: Crawl, parts: PartitionSet):
@@ -77,10 +77,10 @@ def check_partitions(part_dir: str | Path, crawl_dir: str | Path | None = None) 
     crawl = load_crawl(crawl_dir)
     graph = _message_passing_graph(crawl, parts)
     spec = manifest.spec
-    for task in crawl.schema.tasks:  # splits are deterministic: recompute them from the recorded seed
+    node_splits, _ = make_splits(crawl, spec.split, spec.seed, spec.split_by)  # deterministic: recomputed from the spec
+    for task in crawl.schema.tasks:
         if not task.is_link:
-            split = assign_splits(crawl.labels[task.name].mask, spec.split, spec.seed, task.name)
-            for key, mask in split_masks({task.name: split}).items():
+            for key, mask in split_masks({task.name: node_splits[task.name]}).items():
                 graph.nodes[task.node_type].data[key] = torch.from_numpy(mask)
     ntypes, etypes = manifest.ntypes, [tuple(e) for e in manifest.etypes]
     hops, num_parts = metadata["halo_hops"], metadata["num_parts"]

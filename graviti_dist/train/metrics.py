@@ -32,6 +32,11 @@ def torch_distributed_gather(obj: object) -> list:
     return out
 
 
+# Each task type's headline validation metric, on which per-task selection keeps a task's best epoch.
+SELECTION_METRIC = {"binary": ("roc_auc", "max"), "multiclass": ("accuracy", "max"),
+                    "multilabel": ("micro_roc_auc", "max"), "regression": ("rmse", "min"), "link": ("mrr", "max")}
+
+
 class TaskMetric:
     """Accumulates one task's predictions over batches; :meth:`compute` gives its metrics."""
 

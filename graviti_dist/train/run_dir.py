@@ -4,9 +4,11 @@ A run directory (``TrainConfig.out``)::
 
     config.yaml          # the resolved TrainConfig the run used (graviti train takes it as is)
     metrics.jsonl        # one JSON record per epoch (losses, weights, seeds/s, validation metrics)
-    best_model.pt        # the selected model's state dict (written when the run finishes)
-    test_metrics.json    # the selected model's test metrics, per task
-    test_metrics.md      # the same as a table
+    best_model.pt        # the model of lowest summed validation loss (or of early_stopping's metric)
+    best/epoch-E.pt      # per-task selection: the weights of epoch E, while E is some task's best epoch
+    selection.json       # which epoch each node task selected, on which validation metric (Selection)
+    test_metrics.json    # each task's test metrics, from its own selected epoch
+    test_metrics.md      # the same as a table, beside the summed model's
     losses.png, metrics.png
     ray/train/checkpoint_*/state.pt   # Ray Train's checkpoints, each a TrainingState
 
@@ -26,14 +28,14 @@ import logging
 import os
 import shutil
 import socket
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from graviti_dist.errors import GravitiError
+from graviti_dist.errors import FieldError, GravitiError
 from graviti_dist.runtime.output import recover
 from graviti_dist.train.config import TrainConfig
 
@@ -50,6 +52,9 @@ METRICS_PLOT = "metrics.png"
 RAY_DIR = "ray"
 RAY_RUN_NAME = "train"
 LOCK_SUFFIX = ".lock"
+TASK_BEST_DIR = "best"
+SELECTION = "selection.json"
+SELECT_MODES = ("per_task", "summed")
 
 
 def _replace_with(path: Path, write) -> None:
@@ -145,6 +150,8 @@ class TrainingState:
     best_state: dict | None  # that model's weights
     stale: int  # evaluations since the best one (early stopping)
     rng: torch.Tensor
+    # per node task: (score, epoch) of its best validation metric so far; weights in RunDir.task_best_path
+    task_best: dict[str, tuple[float, int]] = field(default_factory=dict)
 
     def save(self, directory: str | Path) -> None:
         # Not dataclasses.asdict: it deep-copies every tensor of the model and optimiser state.
@@ -153,6 +160,23 @@ class TrainingState:
     @classmethod
     def load(cls, directory: str | Path) -> "TrainingState":
         return cls(**torch.load(Path(directory) / CHECKPOINT, weights_only=False))
+
+
+class TaskChoice(BaseModel):
+    """One node task's selected epoch: the best ``metric`` on the validation split."""
+
+    epoch: int
+    metric: str
+    mode: str  # max or min
+    value: float
+
+
+class Selection(BaseModel):
+    """``selection.json``: per-task selection of the run's epochs, and the summed model's own."""
+
+    tasks: dict[str, TaskChoice]
+    summed_epoch: int | None
+    summed_test: dict[str, dict[str, float]]  # the summed model's test metrics (best_model.pt)
 
 
 class RunDir:
@@ -169,6 +193,39 @@ class RunDir:
     losses_plot = property(lambda self: self.path / LOSSES_PLOT)
     metrics_plot = property(lambda self: self.path / METRICS_PLOT)
     ray_storage = property(lambda self: self.path / RAY_DIR)
+    selection_path = property(lambda self: self.path / SELECTION)
+
+    def task_best_path(self, epoch: int) -> Path:
+        return self.path / TASK_BEST_DIR / f"epoch-{epoch:05d}.pt"
+
+    def save_task_best(self, epoch: int, state_dict: dict) -> None:
+        self.task_best_path(epoch).parent.mkdir(parents=True, exist_ok=True)
+        _replace_with(self.task_best_path(epoch), lambda tmp: torch.save(state_dict, tmp))
+
+    def prune_task_bests(self, keep: set[int]) -> None:
+        """Remove the per-task weights of epochs neither in ``keep`` (the training state's) nor named
+        by the published ``selection.json`` (a resumed run that fails must leave that one whole)."""
+        published = self.read_selection()
+        keep = set(keep) | ({c.epoch for c in published.tasks.values()} if published else set())
+        for path in (self.path / TASK_BEST_DIR).glob("epoch-*.pt"):
+            if int(path.stem.split("-")[1]) not in keep:
+                path.unlink(missing_ok=True)
+
+    def remove_selection(self) -> None:
+        self.selection_path.unlink(missing_ok=True)
+        shutil.rmtree(self.path / TASK_BEST_DIR, ignore_errors=True)
+
+    def write_selection(self, selection: Selection) -> None:
+        _replace_with(self.selection_path, lambda tmp: tmp.write_text(selection.model_dump_json(indent=2)))
+
+    def read_selection(self) -> Selection | None:
+        """The run's per-task selection; None for runs written before it existed."""
+        if not self.selection_path.exists():
+            return None
+        try:
+            return Selection.model_validate_json(self.selection_path.read_text())
+        except ValidationError as exc:
+            raise GravitiError(f"{self.selection_path}: not a valid selection: {exc}") from None
 
     def holds_run(self) -> bool:
         """Whether a run has written here (its epoch records)."""
@@ -229,15 +286,25 @@ class RunDir:
 
 @dataclass
 class TrainedRun:
-    """A training run's resolved config and model weights."""
+    """A training run's resolved config and model weights: ``state`` is the summed selection
+    (best_model.pt, or a checkpoint's model); with per-task selection ``task_states`` holds the
+    weights of each epoch some node task selected and ``task_epoch`` which task uses which."""
 
     config: TrainConfig
     state: dict
     source: Path
+    task_states: dict[int, dict] = field(default_factory=dict)
+    task_epoch: dict[str, int] = field(default_factory=dict)
 
 
-def load_run(path: str | Path) -> TrainedRun:
-    """A run directory (its best model) or a checkpoint (``state.pt`` or its folder) inside one."""
+def load_run(path: str | Path, select: str = "per_task") -> TrainedRun:
+    """A run directory (its selected models) or a checkpoint (``state.pt`` or its folder) inside one.
+
+    ``select="per_task"`` answers each node task with the weights of its own best validation epoch
+    where the run recorded them (``selection.json``); ``"summed"``, a checkpoint, or a run from
+    before per-task selection give one model for every task."""
+    if select not in SELECT_MODES:
+        raise FieldError("select", f"must be one of {', '.join(SELECT_MODES)}, not {select!r}")
     path = Path(path)
     recover(path)  # a replacing run that died between its renames
     if path.is_dir() and RunDir(path).config_path.exists():
@@ -245,17 +312,29 @@ def load_run(path: str | Path) -> TrainedRun:
         if not weights.exists():
             raise GravitiError(f"{path}: no {BEST_MODEL} (the run did not finish); pass one of its checkpoints' {CHECKPOINT}")
     elif path.is_file() or (path / CHECKPOINT).is_file():
-        weights = path if path.is_file() else path / CHECKPOINT
+        weights, select = (path if path.is_file() else path / CHECKPOINT), "summed"
         run = next((RunDir(d) for d in weights.parents if RunDir(d).config_path.exists()), None)
         if run is None:
             raise GravitiError(f"{weights}: no {CONFIG} in any folder above it; is it inside a graviti train run?")
     else:
         raise GravitiError(f"{path}: not a training run (no {CONFIG}) or a checkpoint ({CHECKPOINT})")
     config = run.read_config()
-    try:
-        state = torch.load(weights, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises many types for a bad file
-        raise GravitiError(f"{weights}: cannot load model weights: {exc}") from None
+    state = _load_weights(weights)
     if isinstance(state, dict) and "model" in state and "optimizer" in state:
         state = state["model"]  # a training checkpoint
-    return TrainedRun(config, state, weights)
+    trained = TrainedRun(config, state, weights)
+    selection = run.read_selection() if select == "per_task" else None
+    if selection is not None:
+        trained.task_epoch = {task: choice.epoch for task, choice in selection.tasks.items()}
+        trained.task_states = {epoch: _load_weights(run.task_best_path(epoch)) for epoch in set(trained.task_epoch.values())}
+    return trained
+
+
+def _load_weights(path: Path) -> dict:
+    if not path.exists():
+        raise GravitiError(f"{path}: missing (the run's selection names it); pass --select summed to use "
+                           f"{BEST_MODEL} for every task")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises many types for a bad file
+        raise GravitiError(f"{path}: cannot load model weights: {exc}") from None

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -44,11 +45,11 @@ from graviti_dist.train.console import EpochPrinter
 from graviti_dist.train.config import (TrainConfig, check_against_partitions, encoder_config, resume_conflicts,
                                        sampling_mode)
 from graviti_dist.train.loop import EpochTotals, build_model, check_finite_losses, evaluate, make_optimizer, train_epoch
-from graviti_dist.train.metrics import torch_distributed_gather
+from graviti_dist.train.metrics import SELECTION_METRIC, torch_distributed_gather
 from graviti_dist.train.plots import plot_run
 from graviti_dist.train.rendezvous import NodeAddressTorchConfig
-from graviti_dist.train.run_dir import (CHECKPOINT, RAY_RUN_NAME, RunDir, RunLock, TrainingState, driver_holds_lock,
-                                        lock_path)
+from graviti_dist.train.run_dir import (CHECKPOINT, RAY_RUN_NAME, RunDir, RunLock, Selection, TaskChoice, TrainingState,
+                                        driver_holds_lock, lock_path)
 
 log = logging.getLogger(__name__)
 
@@ -140,16 +141,20 @@ def train_loop_per_worker(config_dict: dict) -> None:
             record.update(_remote_record(data, requests, int(steps), world, first=epoch == state.epoch))
         stop = False
         if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
-            stop = _select(config, core, _evaluate(core, data.val, device), state, epoch, record)
+            val = _evaluate(core, data.val, device)
+            stop = _select(config, core, val, state, epoch, record)
+            if _select_tasks(core, val, state, epoch, record) and rank == 0:
+                run.save_task_best(epoch, core.state_dict())
         state.epoch = epoch
         _report(record, core, optimizer, schedule, state, rank, run, config)  # [2]
         if stop:
             break
-    if state.best_state is not None:
-        core.load_state_dict(state.best_state)
+    summed = state.best_state or {k: v.detach().clone() for k, v in core.state_dict().items()}
+    core.load_state_dict(summed)
     final = _evaluate(core, data.test, device)
+    per_task = _test_per_task(core, data.test, device, state, run, rank, final)
     if rank == 0:
-        _write_run_outputs(config, run, final, core, state.best[1] if state.best else None)
+        _write_run_outputs(config, run, final, per_task, summed, state, {n: spec.type for n, spec in core.specs.items()})
 
 
 def _restore(config: TrainConfig, core: MultiTaskModel, optimizer, schedule) -> TrainingState:
@@ -218,6 +223,46 @@ def _select(config: TrainConfig, core: MultiTaskModel, metrics: dict, state: Tra
     return config.early_stopping is not None and state.stale >= config.early_stopping.patience
 
 
+def _select_tasks(core: MultiTaskModel, metrics: dict, state: TrainingState, epoch: int, record: dict) -> list[str]:
+    """Per-task selection: the node tasks whose headline validation metric (``SELECTION_METRIC``) is
+    their best so far this epoch (ties keep the earlier epoch); records each task's best epoch."""
+    improved = []
+    for name, spec in core.specs.items():
+        if spec.is_link:
+            continue
+        metric, mode = SELECTION_METRIC[spec.type]
+        value = metrics.get(name, {}).get(metric, math.nan)
+        if math.isnan(value):
+            continue
+        score = value if mode == "max" else -value
+        if name not in state.task_best or score > state.task_best[name][0]:
+            state.task_best[name] = (score, epoch)
+            improved.append(name)
+    record.update({f"best_epoch/{name}": best_epoch for name, (_, best_epoch) in state.task_best.items()})
+    return improved
+
+
+def _test_per_task(core: MultiTaskModel, batches, device, state: TrainingState, run: RunDir, rank: int,
+                   summed_test: dict) -> dict:
+    """Each node task's test metrics with the weights of its own best validation epoch. Rank 0 kept
+    those weights on disk (one file per epoch, not a model per task in memory) and sends them to the
+    other ranks, which may run on other machines; the evaluation is collective, as in training.
+    A task that chose the summed model's epoch takes its metrics as they are: evaluation samples
+    neighbourhoods, so a second pass over the same weights would differ by sampling noise."""
+    tasks_of = defaultdict(list)
+    for name, (_, epoch) in state.task_best.items():
+        tasks_of[epoch].append(name)
+    summed_epoch = state.best[1] if state.best else None
+    metrics = {name: summed_test[name] for name in tasks_of.pop(summed_epoch, [])}
+    for epoch, names in sorted(tasks_of.items()):
+        box = [torch.load(run.task_best_path(epoch), map_location="cpu", weights_only=False) if rank == 0 else None]
+        dist.broadcast_object_list(box, src=0)
+        core.load_state_dict(box[0])
+        result = _evaluate(core, batches, device)
+        metrics.update({name: result[name] for name in names})
+    return metrics
+
+
 def _param_spread(core, world: int) -> float:
     """Largest difference between workers' parameter checksums: 0 while DDP keeps replicas identical."""
     checksum = torch.tensor([sum(float(p.detach().double().sum()) for p in core.parameters())], dtype=torch.float64)
@@ -259,19 +304,40 @@ def _report(record: dict, core, optimizer, schedule, state: TrainingState, rank:
     with tempfile.TemporaryDirectory() as directory:
         TrainingState(model=core.state_dict(), optimizer=optimizer.state_dict(),
                       schedule=schedule.state_dict() if schedule is not None else None, epoch=state.epoch,
-                      best=state.best, best_state=state.best_state, stale=state.stale, rng=torch.get_rng_state()).save(directory)
+                      best=state.best, best_state=state.best_state, stale=state.stale, rng=torch.get_rng_state(),
+                      task_best=state.task_best).save(directory)
         ray.train.report(record, checkpoint=Checkpoint.from_directory(directory))
+    run.prune_task_bests({epoch for _, epoch in state.task_best.values()})  # after the checkpoint that names them
 
 
-def _write_run_outputs(config: TrainConfig, run: RunDir, test_metrics: dict, core, best_epoch: int | None) -> None:
-    rows = ["| task | metric | value |", "|---|---|---|"]
-    for task, values in test_metrics.items():
-        rows += [f"| {task} | {name} | {value:.4f} |" for name, value in values.items() if name != "count"]
-    if best_epoch is not None:
-        rows += ["", f"Test split, with the model of epoch {best_epoch + 1} (counting from 1) "
-                     f"({config.early_stopping.metric if config.early_stopping else 'lowest summed validation loss'})."]
-    run.write_test_metrics(test_metrics, "\n".join(rows) + "\n")
-    run.save_best_model(core.state_dict())
+def _write_run_outputs(config: TrainConfig, run: RunDir, summed_test: dict, per_task_test: dict, summed_state: dict,
+                       state: TrainingState, task_types: dict[str, str]) -> None:
+    """test_metrics.json (each task from its own selected epoch: what infer and serve answer by
+    default), selection.json, the table of both selections, and best_model.pt (the summed one)."""
+    choices = {}
+    for name, (score, epoch) in state.task_best.items():
+        metric, mode = SELECTION_METRIC[task_types[name]]
+        choices[name] = TaskChoice(epoch=epoch, metric=metric, mode=mode, value=score if mode == "max" else -score)
+    selected = {**summed_test, **per_task_test}
+    summed_epoch = state.best[1] if state.best else None
+    run.write_test_metrics(selected, _test_table(config, run, selected, summed_test, choices, summed_epoch))
+    run.write_selection(Selection(tasks=choices, summed_epoch=summed_epoch, summed_test=summed_test))
+    run.save_best_model(summed_state)
+    run.prune_task_bests({c.epoch for c in choices.values()})
+
+
+def _test_table(config: TrainConfig, run: RunDir, selected: dict, summed: dict, choices: dict, summed_epoch: int | None) -> str:
+    summed_how = config.early_stopping.metric if config.early_stopping else "lowest summed validation loss"
+    rows = ["| task | metric | per-task selection | summed selection |", "|---|---|---|---|"]
+    for task, values in selected.items():
+        rows += [f"| {task} | {name} | {value:.4f} | {summed.get(task, {}).get(name, float('nan')):.4f} |"
+                 for name, value in values.items() if name != "count"]
+    rows += ["", "Test split, epochs counted from 1. Per-task selection (what `graviti infer` and `graviti serve` answer "
+             "by default): " + (", ".join(f"{t} epoch {c.epoch + 1} (best val {c.metric})" for t, c in choices.items())
+                                or "none") + "; link tasks use the summed model."]
+    if summed_epoch is not None:
+        rows += [f"Summed selection (`--select summed`, {run.best_model_path.name}): epoch {summed_epoch + 1} ({summed_how})."]
+    return "\n".join(rows) + "\n"
 
 
 def fit(config: TrainConfig, *, address: str | None = None, overwrite: bool = False, resume: bool = False) -> dict:
@@ -307,6 +373,7 @@ def _train_into(config: TrainConfig, run: RunDir) -> None:
         if not config.resume_from:
             build.clear_records()
             build.remove_checkpoints()  # an unfinished run's checkpoints must not be restored into this one
+            build.remove_selection()  # nor its per-task weights offered with this run's best_model.pt
         metric = config.early_stopping.metric if config.early_stopping else None
         with EpochPrinter(build, config.epochs, metric, first_epoch=len(build.read_records())):
             _run_trainer(config, build)

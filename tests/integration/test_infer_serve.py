@@ -39,7 +39,7 @@ def synthetic_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("infer-synthetic")
     generate_crawl(root / "crawl", SyntheticSpec(users=2000, seed=4), progress=False)
     partition_crawl(root / "crawl", root / "parts", PartitionSpec(num_parts=2, method="random", executor="local"))
-    return _train(root / "parts", root / "run", "epochs=3", "model.hidden=32"), root / "parts", root / "crawl"
+    return _train(root / "parts", root / "run", "epochs=4", "model.hidden=32"), root / "parts", root / "crawl"
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +56,25 @@ def test_link_task_trains_jointly_with_the_node_tasks(synthetic_run):
     retweets = json.loads((run / "test_metrics.json").read_text())["retweets"]
     # Ranked against 50 random posts, a scorer with no signal has an MRR of about 0.09 and hits@10 of 0.2.
     assert retweets["count"] > 100 and retweets["mrr"] > 0.15 and retweets["hits@10"] > 0.35, retweets
+
+
+def test_one_run_keeps_each_task_at_its_best_validation_epoch(synthetic_run):
+    run, _, _ = synthetic_run
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    selection = json.loads((run / "selection.json").read_text())
+    test = json.loads((run / "test_metrics.json").read_text())
+    assert selection["tasks"] and "retweets" not in selection["tasks"]  # link tasks use the summed model
+    for task, choice in selection["tasks"].items():
+        series = [r[f"val/{task}/{choice['metric']}"] for r in records]
+        best = series.index(max(series) if choice["mode"] == "max" else min(series))  # ties: the earlier epoch
+        assert choice["epoch"] == best == records[-1][f"best_epoch/{task}"], (task, series)
+        assert choice["value"] == pytest.approx(series[best])
+        if choice["epoch"] == selection["summed_epoch"]:
+            assert test[task] == pytest.approx(selection["summed_test"][task])
+    assert test["retweets"] == selection["summed_test"]["retweets"]
+    kept = {int(p.stem.split("-")[1]) for p in (run / "best").glob("epoch-*.pt")}
+    assert kept == {c["epoch"] for c in selection["tasks"].values()}  # one file per chosen epoch, the rest pruned
+    assert "| per-task selection | summed selection |" in (run / "test_metrics.md").read_text()
 
 
 def _tables(out):

@@ -145,6 +145,58 @@ def test_batch_and_online_predictions_agree_on_a_local_set(small_set, tmp_path):
     assert len(recommended) == 4 and all(len(r["items"]) == 2 for r in recommended)
 
 
+def test_per_task_selection_answers_each_task_from_its_own_epoch(small_set, tmp_path):
+    """A run whose bot task chose epoch 3 and topic epoch 7: infer and serve answer bot from epoch 3's
+    weights, topic from epoch 7's, the embedding from best_model.pt; --select summed uses best_model.pt for all."""
+    from graviti_dist.infer import Predictions, Predictor, run_inference
+    from graviti_dist.train import build_model, encoder_config
+    from graviti_dist.train.run_dir import Selection, TaskChoice
+
+    _, parts, _ = small_set
+    run = RunDir(tmp_path / "run")
+    config = TrainConfig(partitions=str(parts), out=str(run.path), model={"hidden": 8, "heads": 2, "fanouts": [2, 2]})
+    run.write_config(config)
+    part = load_worker_partition(parts, 0)
+    weights = {}
+    for seed in (0, 3, 7):  # three different untrained models stand for three epochs
+        torch.manual_seed(seed)
+        weights[seed] = build_model(part, encoder_config(config), config.balancing).state_dict()
+    run.save_best_model(weights[0])
+    for epoch in (3, 7):
+        run.save_task_best(epoch, weights[epoch])
+    run.save_task_best(9, weights[7])  # a stale file: pruned below
+    run.write_selection(Selection(tasks={"bot": TaskChoice(epoch=3, metric="roc_auc", mode="max", value=0.7),
+                                         "topic": TaskChoice(epoch=7, metric="accuracy", mode="max", value=0.6)},
+                                  summed_epoch=5, summed_test={}))
+    run.prune_task_bests({3, 7})
+    assert sorted(p.name for p in run.task_best_path(0).parent.iterdir()) == ["epoch-00003.pt", "epoch-00007.pt"]
+
+    def users(select):
+        run_inference(run.path, parts, tmp_path / f"pred-{select}", executor="local", select=select)
+        return {r["id"]: r for r in Predictions(tmp_path / f"pred-{select}").read_node_type("user").to_pylist()}
+
+    def only(state):  # a run whose best model is ``state``, selected summed
+        single = RunDir(tmp_path / f"single-{id(state)}")
+        single.write_config(config)
+        single.save_best_model(state)
+        run_inference(single.path, parts, single.path / "pred", executor="local")
+        return {r["id"]: r for r in Predictions(single.path / "pred").read_node_type("user").to_pylist()}
+
+    per_task, summed = users("per_task"), users("summed")
+    of = {seed: only(weights[seed]) for seed in (0, 3, 7)}
+    for raw, row in per_task.items():
+        assert row["bot"] == pytest.approx(of[3][raw]["bot"], abs=1e-6) and row["topic_proba"] == pytest.approx(of[7][raw]["topic_proba"], abs=1e-6)
+        assert row["embedding"] == pytest.approx(of[0][raw]["embedding"], abs=1e-6)
+        assert summed[raw]["bot"] == pytest.approx(of[0][raw]["bot"], abs=1e-6)
+    assert any(abs(of[3][r]["bot"] - of[0][r]["bot"]) > 1e-4 for r in per_task)  # the epochs do differ
+    online = Predictor(run.path, parts).predict(list(per_task))["predictions"]
+    assert all(online[r]["predictions"]["bot"]["probability"] == pytest.approx(per_task[r]["bot"], abs=1e-6) for r in per_task)
+    run.task_best_path(7).unlink()
+    with pytest.raises(GravitiError, match="--select summed"):
+        Predictor(run.path, parts)
+    assert Predictor(run.path, parts, select="summed").run.task_epoch == {}
+
+
 def test_dense_rows_are_scaled_alike_in_every_partition(small_set):
     from graviti_dist._dgl import dgl
 
