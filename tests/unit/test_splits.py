@@ -71,3 +71,4 @@ def test_the_set_records_split_by_and_older_sets_read_as_by_task(tmp_path, crawl
     assert read_manifest(out).spec.split_by == "task"
     with pytest.raises(Exception, match="split_by"):
         PartitionSpec(num_parts=2, split_by="edge")
+

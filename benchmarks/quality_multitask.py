@@ -1,0 +1,202 @@
+"""What multi-task training buys on real data: one multi-task run against one run per task, for the
+GAT and the features-only MLP, and each loss balancer on the GAT, several seeds, Twitch and NBA.
+
+Every run is ``graviti train`` as a user runs it (1 Ray Train worker, the default model, a fixed
+number of epochs, no early stopping) on a set split by node (``--split-by node``: a user's tasks
+share its split). A multi-task run reports each task from its own best validation epoch
+(per-task selection, what ``graviti infer``/``serve`` answer by default); a single-task run is
+that task alone (``tasks=[task]``), selected the same way. Results: mean ± sd over seeds per
+task, and whether the multi-task GAT is at least as good as the better single-task model.
+
+Usage: python -m benchmarks.quality_multitask [--datasets DIR] [--seeds 0,1,2] [--epochs 40]
+       [--twitch-tasks mature,views,days] [--workdir /tmp/graviti-quality]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks._meta import DEFAULT_DATASETS, RESULTS, environment, write_result, write_whole
+from graviti_dist.partition import PartitionSet
+from graviti_dist.train import RunDir
+
+# dataset -> task -> (test metric, larger is better)
+TASKS = {
+    "twitch": {"mature": ("roc_auc", True), "views": ("rmse", False), "days": ("rmse", False),
+               "language": ("accuracy", True), "partner": ("roc_auc", True)},
+    "nba": {"salary": ("roc_auc", True), "age": ("rmse", False), "country": ("roc_auc", True)},
+}
+BALANCERS = ("static", "dwa", "gradnorm")  # besides the default, uncertainty
+
+
+def prepare(workdir: Path, datasets: Path) -> dict[str, Path]:
+    """Import and partition (2 parts, split by node) each dataset once under ``workdir``."""
+    from graviti_dist.crawl.importers import import_nba, import_twitch
+    from graviti_dist.partition import PartitionSpec, partition_crawl
+
+    sets = {}
+    for name, importer in (("twitch", lambda out: import_twitch([datasets / "twitch" / "ENGB", datasets / "twitch" / "PTBR"], out, overwrite=True)),
+                           ("nba", lambda out: import_nba(datasets / "nba", out, overwrite=True))):
+        crawl, parts = workdir / f"{name}-crawl", workdir / f"{name}-parts"
+        if not (crawl / "graph.yaml").exists():
+            importer(crawl)
+        if not PartitionSet(parts).is_finished():
+            partition_crawl(crawl, parts, PartitionSpec(num_parts=2, split_by="node", executor="local"), overwrite=True)
+        sets[name] = parts
+    return sets
+
+
+def train(parts: Path, out: Path, seed: int, epochs: int, kind: str = "gat", tasks: list[str] | None = None,
+          balancing: str = "uncertainty") -> dict:
+    """One ``graviti train`` run; each task's test metrics from its own selected epoch, and that epoch."""
+    settings = [f"partitions={parts}", f"out={out}", f"model.kind={kind}", f"seed={seed}", f"epochs={epochs}",
+                f"balancing={balancing}", "num_workers=1", "progress=false", "keep_checkpoints=1"]
+    if tasks:
+        settings.append(f"tasks=[{','.join(tasks)}]")
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "graviti_dist.train", "--overwrite",
+                           *(a for s in settings for a in ("--set", s))], capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"training failed ({settings}):\n{proc.stderr[-3000:]}")
+    run = RunDir(out)
+    selection = run.read_selection()
+    return {"test": run.read_test_metrics(), "epochs": {t: c.epoch for t, c in selection.tasks.items()},
+            "seconds": round(time.perf_counter() - started, 1)}
+
+
+def configurations(dataset: str) -> list[tuple[str, dict]]:
+    """(label, train() keywords): multi-task GAT and MLP, single-task GAT and MLP per task, each balancer."""
+    configs = [("GAT multi-task", {}), ("MLP multi-task", {"kind": "mlp"})]
+    for task in TASKS[dataset]:
+        configs += [(f"GAT single-task", {"tasks": [task]}), (f"MLP single-task", {"kind": "mlp", "tasks": [task]})]
+    configs += [(f"GAT multi-task, {b}", {"balancing": b}) for b in BALANCERS]
+    return configs
+
+
+def run_all(sets: dict[str, Path], workdir: Path, seeds: list[int], epochs: int) -> list[dict]:
+    runs = []
+    for dataset, parts in sets.items():
+        for seed in seeds:
+            for label, options in configurations(dataset):
+                tag = "-".join([dataset, label.replace(" ", "").replace(",", "-"), *options.get("tasks", []), str(seed)])
+                result = train(parts, workdir / "runs" / tag, seed, epochs, **options)
+                for task, (metric, _) in TASKS[dataset].items():
+                    if options.get("tasks") and task not in options["tasks"]:
+                        continue
+                    runs.append({"dataset": dataset, "config": label, "seed": seed, "task": task, "metric": metric,
+                                 "value": result["test"][task][metric], "epoch": result["epochs"].get(task),
+                                 "seconds": result["seconds"]})
+                print(json.dumps({"dataset": dataset, "config": label, "seed": seed, **options,
+                                  "seconds": result["seconds"]}), flush=True)
+    return runs
+
+
+def summarise(runs: list[dict]) -> dict:
+    """dataset -> task -> config -> {mean, sd, n}."""
+    summary: dict = {}
+    for r in runs:
+        summary.setdefault(r["dataset"], {}).setdefault(r["task"], {}).setdefault(r["config"], []).append(r["value"])
+    return {d: {t: {c: {"mean": statistics.mean(v), "sd": statistics.stdev(v) if len(v) > 1 else 0.0, "n": len(v)}
+                    for c, v in by_config.items()} for t, by_config in tasks.items()} for d, tasks in summary.items()}
+
+
+def verdicts(summary: dict) -> dict:
+    """Per dataset and task: is the multi-task GAT at least as good as the better single-task model,
+    better than the multi-task MLP, and within one sd of the single-task GAT?"""
+    out = {}
+    for dataset, tasks in summary.items():
+        for task, by in tasks.items():
+            larger = TASKS[dataset][task][1]
+            better = (lambda a, b: a >= b) if larger else (lambda a, b: a <= b)
+            mt, st_gat, st_mlp = by["GAT multi-task"], by["GAT single-task"], by["MLP single-task"]
+            best_single = max(st_gat["mean"], st_mlp["mean"]) if larger else min(st_gat["mean"], st_mlp["mean"])
+            worse_by = (st_gat["mean"] - mt["mean"]) if larger else (mt["mean"] - st_gat["mean"])
+            out.setdefault(dataset, {})[task] = {
+                "beats_best_single": better(mt["mean"], best_single),
+                "beats_mlp_multi": better(mt["mean"], by["MLP multi-task"]["mean"]),
+                "within_one_sd_of_single_gat": worse_by <= st_gat["sd"]}
+    return out
+
+
+def table(result: dict) -> str:
+    env, lines = result["environment"], []
+    configs = ["GAT multi-task", "GAT single-task", "MLP multi-task", "MLP single-task",
+               *(f"GAT multi-task, {b}" for b in BALANCERS)]
+    for dataset, tasks in result["summary"].items():
+        lines += [f"**{dataset}**", "", "| task (test) | " + " | ".join(configs) + " | MT GAT ≥ best ST | MT GAT > MT MLP |",
+                  "|---|" + "---|" * (len(configs) + 2)]
+        for task, by in tasks.items():
+            metric, larger = TASKS[dataset][task]
+            cells = [f"{by[c]['mean']:.3f} ± {by[c]['sd']:.3f}" if c in by else "—" for c in configs]
+            v = result["verdicts"][dataset][task]
+            lines.append(f"| `{task}` {metric} {'↑' if larger else '↓'} | " + " | ".join(cells)
+                         + f" | {'yes' if v['beats_best_single'] else '**no**'} | {'yes' if v['beats_mlp_multi'] else '**no**'} |")
+        lines.append("")
+    lines.append(f"Mean ± sd over seeds {result['seeds']}; {result['epochs']} epochs, 1 worker, default model "
+                 f"(uncertainty balancing unless named), each task at its own best validation epoch. Measured "
+                 f"{env['date'][:10]} at commit `{env['commit'][:12]}` on {env['machine']['cpu']}, "
+                 f"{env['machine']['cores']} cores.")
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(d, t) for d, tasks in result["summary"].items() for t in tasks]
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3.2))
+    configs = ["GAT multi-task", "GAT single-task", "MLP multi-task", "MLP single-task"]
+    for ax, (dataset, task) in zip(axes, panels):
+        by = result["summary"][dataset][task]
+        means = [by[c]["mean"] for c in configs]
+        ax.bar(range(len(configs)), means, yerr=[by[c]["sd"] for c in configs], color=["C0", "C0", "C1", "C1"],
+               alpha=0.9, hatch=None)
+        for bar in ax.patches[1::2]:
+            bar.set_alpha(0.45)
+        metric, larger = TASKS[dataset][task]
+        ax.set_title(f"{dataset} {task}\n{metric} ({'higher' if larger else 'lower'} is better)", fontsize=8)
+        ax.set_xticks(range(len(configs)), ["GAT MT", "GAT ST", "MLP MT", "MLP ST"], fontsize=7, rotation=45)
+        lo = min(m - by[c]["sd"] for m, c in zip(means, configs))
+        hi = max(m + by[c]["sd"] for m, c in zip(means, configs))
+        ax.set_ylim(lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo))
+        ax.tick_params(axis="y", labelsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", type=Path, default=Path(os.environ.get("GRAVITI_DATASETS", DEFAULT_DATASETS)))
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--only", help="comma-separated datasets (default: twitch,nba)")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/graviti-quality"))
+    args = parser.parse_args()
+    sets = prepare(args.workdir, args.datasets)
+    if args.only:
+        sets = {k: v for k, v in sets.items() if k in args.only.split(",")}
+    seeds = [int(s) for s in args.seeds.split(",")]
+    runs = run_all(sets, args.workdir, seeds, args.epochs)
+    result = {"benchmark": "quality-multitask", "seeds": seeds, "epochs": args.epochs, "runs": runs}
+    result["summary"] = summarise(runs)
+    result["verdicts"] = verdicts(result["summary"])
+    path = write_result("quality-multitask", result)
+    result = json.loads(path.read_text())
+    write_whole(RESULTS / "quality-multitask.md", table(result))
+    plot(result, path.with_suffix(".png"))
+    print(table(result))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
