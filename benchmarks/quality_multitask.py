@@ -1,29 +1,29 @@
 """What multi-task training buys on real data: one multi-task run against one run per task, for the
 GAT and the features-only MLP, and each loss balancer on the GAT, several seeds, Twitch and NBA.
 
-Every run is ``graviti train`` as a user runs it (1 Ray Train worker, the default model, a fixed
-number of epochs, no early stopping) on a set split by node (``--split-by node``: a user's tasks
+Every run is ``graviti train``'s ``fit`` as a user runs it (1 Ray Train worker, the default
+model, a fixed number of epochs, no early stopping; one local Ray for all runs) on a set split by node (``--split-by node``: a user's tasks
 share its split). A multi-task run reports each task from its own best validation epoch
 (per-task selection, what ``graviti infer``/``serve`` answer by default); a single-task run is
 that task alone (``tasks=[task]``), selected the same way. Results: mean ± sd over seeds per
 task, and whether the multi-task GAT is at least as good as the better single-task model.
 
 Usage: python -m benchmarks.quality_multitask [--datasets DIR] [--seeds 0,1,2] [--epochs 40]
-       [--twitch-tasks mature,views,days] [--workdir /tmp/graviti-quality]
+       [--single-tasks "twitch:mature,views,days"] [--workdir /tmp/graviti-quality]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from benchmarks._meta import DEFAULT_DATASETS, RESULTS, environment, write_result, write_whole
+from benchmarks._meta import DEFAULT_DATASETS, RESULTS, write_result, write_whole
 from graviti_dist.partition import PartitionSet
 from graviti_dist.train import RunDir
 
@@ -55,36 +55,39 @@ def prepare(workdir: Path, datasets: Path) -> dict[str, Path]:
 
 def train(parts: Path, out: Path, seed: int, epochs: int, kind: str = "gat", tasks: list[str] | None = None,
           balancing: str = "uncertainty") -> dict:
-    """One ``graviti train`` run; each task's test metrics from its own selected epoch, and that epoch."""
+    """One run of ``graviti train``'s ``fit`` (in this process, on the Ray session ``main`` started:
+    one Ray start for all runs instead of one per run); each task's test metrics from its own
+    selected epoch, and that epoch."""
+    from graviti_dist.train import fit, load_train_config
+
     settings = [f"partitions={parts}", f"out={out}", f"model.kind={kind}", f"seed={seed}", f"epochs={epochs}",
                 f"balancing={balancing}", "num_workers=1", "progress=false", "keep_checkpoints=1"]
     if tasks:
         settings.append(f"tasks=[{','.join(tasks)}]")
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "graviti_dist.train", "--overwrite",
-                           *(a for s in settings for a in ("--set", s))], capture_output=True, text=True)
-    if proc.returncode:
-        raise SystemExit(f"training failed ({settings}):\n{proc.stderr[-3000:]}")
+    with contextlib.redirect_stdout(io.StringIO()):  # fit's per-epoch console lines
+        fit(load_train_config(None, settings), overwrite=True)
     run = RunDir(out)
     selection = run.read_selection()
     return {"test": run.read_test_metrics(), "epochs": {t: c.epoch for t, c in selection.tasks.items()},
             "seconds": round(time.perf_counter() - started, 1)}
 
 
-def configurations(dataset: str) -> list[tuple[str, dict]]:
-    """(label, train() keywords): multi-task GAT and MLP, single-task GAT and MLP per task, each balancer."""
+def configurations(dataset: str, single: list[str] | None = None) -> list[tuple[str, dict]]:
+    """(label, train() keywords): multi-task GAT and MLP, single-task GAT and MLP per task (of
+    ``single``, default all), each balancer."""
     configs = [("GAT multi-task", {}), ("MLP multi-task", {"kind": "mlp"})]
-    for task in TASKS[dataset]:
-        configs += [(f"GAT single-task", {"tasks": [task]}), (f"MLP single-task", {"kind": "mlp", "tasks": [task]})]
+    for task in single or TASKS[dataset]:
+        configs += [("GAT single-task", {"tasks": [task]}), ("MLP single-task", {"kind": "mlp", "tasks": [task]})]
     configs += [(f"GAT multi-task, {b}", {"balancing": b}) for b in BALANCERS]
     return configs
 
 
-def run_all(sets: dict[str, Path], workdir: Path, seeds: list[int], epochs: int) -> list[dict]:
+def run_all(sets: dict[str, Path], workdir: Path, seeds: list[int], epochs: int, single: dict[str, list[str]]) -> list[dict]:
     runs = []
     for dataset, parts in sets.items():
         for seed in seeds:
-            for label, options in configurations(dataset):
+            for label, options in configurations(dataset, single.get(dataset)):
                 tag = "-".join([dataset, label.replace(" ", "").replace(",", "-"), *options.get("tasks", []), str(seed)])
                 result = train(parts, workdir / "runs" / tag, seed, epochs, **options)
                 for task, (metric, _) in TASKS[dataset].items():
@@ -113,6 +116,8 @@ def verdicts(summary: dict) -> dict:
     out = {}
     for dataset, tasks in summary.items():
         for task, by in tasks.items():
+            if "GAT single-task" not in by:  # multi-task runs only (--single-tasks left it out)
+                continue
             larger = TASKS[dataset][task][1]
             better = (lambda a, b: a >= b) if larger else (lambda a, b: a <= b)
             mt, st_gat, st_mlp = by["GAT multi-task"], by["GAT single-task"], by["MLP single-task"]
@@ -135,9 +140,10 @@ def table(result: dict) -> str:
         for task, by in tasks.items():
             metric, larger = TASKS[dataset][task]
             cells = [f"{by[c]['mean']:.3f} ± {by[c]['sd']:.3f}" if c in by else "—" for c in configs]
-            v = result["verdicts"][dataset][task]
-            lines.append(f"| `{task}` {metric} {'↑' if larger else '↓'} | " + " | ".join(cells)
-                         + f" | {'yes' if v['beats_best_single'] else '**no**'} | {'yes' if v['beats_mlp_multi'] else '**no**'} |")
+            v = result["verdicts"][dataset].get(task)
+            verdict = (f"{'yes' if v['beats_best_single'] else '**no**'} | {'yes' if v['beats_mlp_multi'] else '**no**'}"
+                       if v else "— | —")
+            lines.append(f"| `{task}` {metric} {'↑' if larger else '↓'} | " + " | ".join(cells) + f" | {verdict} |")
         lines.append("")
     lines.append(f"Mean ± sd over seeds {result['seeds']}; {result['epochs']} epochs, 1 worker, default model "
                  f"(uncertainty balancing unless named), each task at its own best validation epoch. Measured "
@@ -152,7 +158,7 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [(d, t) for d, tasks in result["summary"].items() for t in tasks]
+    panels = [(d, t) for d, tasks in result["summary"].items() for t in tasks if "GAT single-task" in tasks[t]]
     fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3.2))
     configs = ["GAT multi-task", "GAT single-task", "MLP multi-task", "MLP single-task"]
     for ax, (dataset, task) in zip(axes, panels):
@@ -180,13 +186,19 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--only", help="comma-separated datasets (default: twitch,nba)")
+    parser.add_argument("--single-tasks", default="", help="DATASET:TASK,TASK;... single-task runs only for these tasks "
+                                                           "(default: every task of every dataset)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/graviti-quality"))
     args = parser.parse_args()
     sets = prepare(args.workdir, args.datasets)
     if args.only:
         sets = {k: v for k, v in sets.items() if k in args.only.split(",")}
     seeds = [int(s) for s in args.seeds.split(",")]
-    runs = run_all(sets, args.workdir, seeds, args.epochs)
+    from graviti_dist.runtime.ray_cluster import ray_session
+
+    with ray_session(num_threads=os.cpu_count()):
+        single = {d: t.split(",") for d, t in (item.split(":") for item in args.single_tasks.split(";") if item)}
+        runs = run_all(sets, args.workdir, seeds, args.epochs, single)
     result = {"benchmark": "quality-multitask", "seeds": seeds, "epochs": args.epochs, "runs": runs}
     result["summary"] = summarise(runs)
     result["verdicts"] = verdicts(result["summary"])

@@ -195,3 +195,28 @@ class ListenWatcher:
 
     def beyond_loopback(self) -> list:
         return sorted(s for s in self.stop() if s[1] not in ("127.0.0.1", "::ffff:127.0.0.1", "::1"))
+
+
+@contextlib.contextmanager
+def serving(app, read_timeout: float = 10.0):
+    """``app`` on a real uvicorn server with graviti serve's settings, on a free loopback port, in a
+    thread; yields the port."""
+    import threading
+
+    import uvicorn
+
+    from graviti_dist.infer.serve import server_config
+
+    port = free_port()
+    server = uvicorn.Server(server_config(app, read_timeout, host="127.0.0.1", port=port))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 60
+    while not server.started and time.time() < deadline:
+        time.sleep(0.02)
+    assert server.started
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -6,11 +6,8 @@ with the batch inference output for the same ids.
 
 import contextlib
 import json
-import socket
 import subprocess
 import sys
-import threading
-import time
 
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
@@ -23,6 +20,7 @@ from graviti_dist.errors import GravitiError
 from graviti_dist.crawl.generate import generate_crawl
 from graviti_dist.infer import run_inference
 from graviti_dist.partition import PartitionSpec, partition_crawl
+from tests.helpers import free_port, serving
 
 
 def _train(parts, out, *extra):
@@ -115,34 +113,14 @@ def test_infer_refuses_bad_input_and_leaves_nothing(synthetic_run, tmp_path, cap
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]  # no half-written output
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def _service(run, parts, max_ids=64, predictor=None, **options):
     """graviti serve's app on a real uvicorn server on a free loopback port."""
-    import uvicorn
-
     from graviti_dist.infer.predictor import Predictor
-    from graviti_dist.infer.serve import create_app, server_config
+    from graviti_dist.infer.serve import create_app
 
-    port = _free_port()
-    app = create_app(predictor or Predictor(run, parts), max_ids=max_ids, **options)
-    server = uvicorn.Server(server_config(app, host="127.0.0.1", port=port))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 60
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert server.started
-    try:
+    with serving(create_app(predictor or Predictor(run, parts), max_ids=max_ids, **options)) as port:
         yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -224,7 +202,7 @@ def test_service_token_and_a_full_queue(twitch_service):
 
 
 def test_serve_cli_fails_clearly_on_a_missing_run(tmp_path, capsys):
-    assert main(["serve", str(tmp_path / "nope"), "--partitions", str(tmp_path), "--port", str(_free_port())]) == 2
+    assert main(["serve", str(tmp_path / "nope"), "--partitions", str(tmp_path), "--port", str(free_port())]) == 2
     assert "not a partition set" in capsys.readouterr().err
 
 

@@ -68,7 +68,7 @@ def synthetic_sets(tmp_path_factory):
 
 
 def _settings(parts: Path, out: Path, *extra: str) -> list[str]:
-    return [f"partitions={parts}", f"out={out}", "num_workers=2", "epochs=10", "model.hidden=16", "model.heads=2",
+    return [f"partitions={parts}", f"out={out}", "num_workers=2", "epochs=6", "model.hidden=16", "model.heads=2",
             "batch_size=256", "balancing=static", "progress=false", *extra]
 
 
@@ -109,7 +109,7 @@ def test_training_on_a_one_hop_set_matches_a_full_halo_run(synthetic_sets, full_
 @pytest.mark.timeout(600)
 def test_a_store_killed_mid_epoch_is_restarted_and_training_goes_on(synthetic_sets, tmp_path, ray_local):
     ray = ray_local
-    config = load_train_config(None, _settings(synthetic_sets / "hops1", tmp_path / "run", "epochs=12", "run_id=killtest"))
+    config = load_train_config(None, _settings(synthetic_sets / "hops1", tmp_path / "run", "epochs=7", "run_id=killtest"))
     outcome: dict = {}
     thread = threading.Thread(target=lambda: outcome.update(metrics=fit(config)), daemon=True)
     thread.start()
@@ -124,7 +124,7 @@ def test_a_store_killed_mid_epoch_is_restarted_and_training_goes_on(synthetic_se
     thread.join(timeout=300)
     assert not thread.is_alive(), "training hung after its store was killed"
     records = RunDir(tmp_path / "run").read_records()
-    assert [r["epoch"] for r in records] == list(range(12)) and "interest" in outcome["metrics"]
+    assert [r["epoch"] for r in records] == list(range(7)) and "interest" in outcome["metrics"]
 
 
 @pytest.mark.ray_cluster
@@ -153,5 +153,5 @@ def test_two_ray_nodes_serve_a_four_part_one_hop_set(synthetic_sets, full_halo_r
     run = RunDir(out)
     records = run.read_records()
     assert len(set(records[0]["store_nodes"].values())) == 2, records[0]["store_nodes"]  # stores on both nodes
-    assert len(records) == 10 and records[-1]["ddp_param_spread"] == 0.0
+    assert len(records) == 6 and records[-1]["ddp_param_spread"] == 0.0
     _close_to(run, full_halo_run)

@@ -46,7 +46,8 @@ def test_two_workers_train_jointly_and_stay_in_sync(two_parts, tmp_path):
     # The best model is the epoch with the lowest summed validation loss, and the test split uses it.
     summed = [sum(v for k, v in r.items() if k.startswith("val/") and k.endswith("/loss")) for r in records]
     assert records[-1]["best_epoch"] == min(range(len(records)), key=summed.__getitem__)
-    assert f"model of epoch {records[-1]['best_epoch'] + 1} (counting from 1)" in (tmp_path / "run" / "test_metrics.md").read_text()
+    table = (tmp_path / "run" / "test_metrics.md").read_text()  # epochs counted from 1 there
+    assert f"Summed selection (`--select summed`, best_model.pt): epoch {records[-1]['best_epoch'] + 1} " in table
     assert records[-1]["loss/interest"] < records[0]["loss/interest"]
     assert set(test_metrics) == {"interest", "influence", "is_bot", "is_rumor"}
     assert test_metrics["interest"]["accuracy"] > 0.3  # chance is 1/8

@@ -43,20 +43,6 @@ def _records(out):
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_resume_continues_from_the_last_checkpoint(crawl_parts, tmp_path):
-    out = tmp_path / "run"
-    _run(crawl_parts / "parts2", out, "epochs=2", "num_workers=2")
-    before = _records(out)
-    _run(crawl_parts / "parts2", out, "epochs=4", "num_workers=2", flags=["--resume"])
-    after = _records(out)
-    assert [r["epoch"] for r in after] == [0, 1, 2, 3]
-    assert after[:2] == before  # the finished epochs are kept, not re-run
-    assert after[3]["loss/interest"] < after[0]["loss/interest"]
-    again = subprocess.run(_command(crawl_parts / "parts2", tmp_path / "empty", flags=["--resume"]),
-                           capture_output=True, text=True, timeout=300)
-    assert again.returncode == 2 and "no checkpoint to continue from" in again.stderr
-
-
 def _train_workers(proc):
     try:
         return [p for p in psutil.Process(proc.pid).children(recursive=True) if "RayTrainWorker" in " ".join(p.cmdline())]
@@ -66,7 +52,7 @@ def _train_workers(proc):
 
 def test_a_killed_worker_is_restarted_from_the_last_checkpoint(crawl_parts, tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.Popen(_command(crawl_parts / "parts2", out, "epochs=10", "num_workers=2", "batch_size=64",
+    proc = subprocess.Popen(_command(crawl_parts / "parts2", out, "epochs=7", "num_workers=2", "batch_size=64",
                                      "max_failures=2"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline, killed = time.time() + 300, None
     while time.time() < deadline and proc.poll() is None:
@@ -81,7 +67,7 @@ def test_a_killed_worker_is_restarted_from_the_last_checkpoint(crawl_parts, tmp_
     _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr[-3000:]
     records = _records(out)
-    assert [r["epoch"] for r in records] == list(range(10))  # every epoch once: none lost, none doubled
+    assert [r["epoch"] for r in records] == list(range(7))  # every epoch once: none lost, none doubled
     assert all(r["ddp_param_spread"] == 0.0 for r in records)
     assert (out / "test_metrics.json").exists()
 
@@ -108,7 +94,7 @@ def test_one_and_two_workers_reach_the_same_metrics(crawl_parts, tmp_path):
     results = {}
     for workers, batch in ((1, 256), (2, 128)):
         out = tmp_path / f"w{workers}"
-        _run(crawl_parts / "parts2", out, "epochs=8", f"num_workers={workers}", f"batch_size={batch}", "balancing=static")
+        _run(crawl_parts / "parts2", out, "epochs=6", f"num_workers={workers}", f"batch_size={batch}", "balancing=static")
         results[workers] = json.loads((out / "test_metrics.json").read_text())
     one, two = results[1], results[2]
     # ~120 labelled test users: one standard error of an accuracy is ~0.045. is_bot is left out:
@@ -176,7 +162,7 @@ def test_a_failed_overwrite_or_resume_keeps_the_last_good_run(crawl_parts, tmp_p
     assert sorted(p.name for p in out.parent.iterdir()) == [".good.lock", "good"]
 
 
-def test_a_run_is_locked_and_its_workers_stop_with_the_driver(crawl_parts, tmp_path):
+def test_a_run_is_locked_its_workers_stop_with_the_driver_and_resume_continues_it(crawl_parts, tmp_path):
     out = tmp_path / "run"
     proc = subprocess.Popen(_command(crawl_parts / "parts2", out, "epochs=200", "num_workers=2", "batch_size=64"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -201,5 +187,13 @@ def test_a_run_is_locked_and_its_workers_stop_with_the_driver(crawl_parts, tmp_p
     finally:
         if proc.poll() is None:
             proc.kill()
-    _run(crawl_parts / "parts2", out, "epochs=%d" % (settled + 1), "num_workers=2", "batch_size=64", flags=["--resume"])
-    assert [r["epoch"] for r in _records(out)] == list(range(settled + 1))
+    before = _records(out)
+    _run(crawl_parts / "parts2", out, "epochs=%d" % (settled + 2), "num_workers=2", "batch_size=64", flags=["--resume"])
+    after = _records(out)
+    assert [r["epoch"] for r in after] == list(range(settled + 2))
+    # the checkpointed epochs are kept, not re-run (the last record may have died before its checkpoint)
+    assert after[:settled - 1] == before[:settled - 1]
+    assert after[-1]["loss/interest"] < after[0]["loss/interest"]
+    again = subprocess.run(_command(crawl_parts / "parts2", tmp_path / "empty", flags=["--resume"]),
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "no checkpoint to continue from" in again.stderr

@@ -4,16 +4,14 @@ that never finish a request are disconnected; complete requests, even with slow 
 import asyncio
 import contextlib
 import socket
-import threading
 import time
 
 import pytest
 import requests
-import uvicorn
 from fastapi import FastAPI
 
 from graviti_dist.infer.serve import server_config
-from tests.helpers import free_port
+from tests.helpers import serving
 
 READ_TIMEOUT = 0.5
 
@@ -27,19 +25,8 @@ def _server():
         await asyncio.sleep(body.get("think", 0))
         return body
 
-    port = free_port()
-    server = uvicorn.Server(server_config(app, READ_TIMEOUT, host="127.0.0.1", port=port))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not server.started and time.time() < deadline:
-        time.sleep(0.02)
-    assert server.started
-    try:
+    with serving(app, READ_TIMEOUT) as port:
         yield port
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def _closed_by_server(sock: socket.socket, within: float) -> bool:
