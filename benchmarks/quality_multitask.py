@@ -93,7 +93,7 @@ def run_all(sets: dict[str, Path], workdir: Path, seeds: list[int], epochs: int,
                 for task, (metric, _) in TASKS[dataset].items():
                     if options.get("tasks") and task not in options["tasks"]:
                         continue
-                    runs.append({"dataset": dataset, "config": label, "seed": seed, "task": task, "metric": metric,
+                    runs.append({"dataset": dataset, "config": label, "seed": seed, "task": task, "metric": metric, "epochs": epochs,
                                  "value": result["test"][task][metric], "epoch": result["epochs"].get(task),
                                  "seconds": result["seconds"]})
                 print(json.dumps({"dataset": dataset, "config": label, "seed": seed, **options,
@@ -145,7 +145,8 @@ def table(result: dict) -> str:
                        if v else "— | —")
             lines.append(f"| `{task}` {metric} {'↑' if larger else '↓'} | " + " | ".join(cells) + f" | {verdict} |")
         lines.append("")
-    lines.append(f"Mean ± sd over seeds {result['seeds']}; {result['epochs']} epochs, 1 worker, default model "
+    epochs = ", ".join(f"{d} {sorted({r['epochs'] for r in result['runs'] if r['dataset'] == d})[0]}" for d in result["summary"])
+    lines.append(f"Mean ± sd over seeds {result['seeds']}; epochs: {epochs}; 1 worker, default model "
                  f"(uncertainty balancing unless named), each task at its own best validation epoch. Measured "
                  f"{env['date'][:10]} at commit `{env['commit'][:12]}` on {env['machine']['cpu']}, "
                  f"{env['machine']['cores']} cores.")
@@ -199,7 +200,11 @@ def main() -> None:
     with ray_session(num_threads=os.cpu_count()):
         single = {d: t.split(",") for d, t in (item.split(":") for item in args.single_tasks.split(";") if item)}
         runs = run_all(sets, args.workdir, seeds, args.epochs, single)
-    result = {"benchmark": "quality-multitask", "seeds": seeds, "epochs": args.epochs, "runs": runs}
+    earlier = RESULTS / "quality-multitask.json"
+    if args.only and earlier.exists():  # keep the other datasets' runs of an earlier invocation
+        runs += [r for r in json.loads(earlier.read_text())["runs"] if r["dataset"] not in sets]
+    result = {"benchmark": "quality-multitask", "seeds": seeds, "epochs": sorted({r.get("epochs", args.epochs) for r in runs}),
+              "runs": runs}
     result["summary"] = summarise(runs)
     result["verdicts"] = verdicts(result["summary"])
     path = write_result("quality-multitask", result)
