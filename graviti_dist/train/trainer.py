@@ -312,17 +312,19 @@ def _report(record: dict, core, optimizer, schedule, state: TrainingState, rank:
 
 def _write_run_outputs(config: TrainConfig, run: RunDir, summed_test: dict, per_task_test: dict, summed_state: dict,
                        state: TrainingState, task_types: dict[str, str]) -> None:
-    """test_metrics.json (each task from its own selected epoch: what infer and serve answer by
-    default), selection.json, the table of both selections, and best_model.pt (the summed one)."""
+    """best_model.pt (the summed selection), selection.json, then test_metrics.json (each task from
+    its own selected epoch: what infer and serve answer by default) and the table of both. The
+    selection comes after the model it sits beside: a resumed run that dies between the two
+    leaves the old selection with its files, never a new one without its model."""
     choices = {}
     for name, (score, epoch) in state.task_best.items():
         metric, mode = SELECTION_METRIC[task_types[name]]
         choices[name] = TaskChoice(epoch=epoch, metric=metric, mode=mode, value=score if mode == "max" else -score)
     selected = {**summed_test, **per_task_test}
     summed_epoch = state.best[1] if state.best else None
-    run.write_test_metrics(selected, _test_table(config, run, selected, summed_test, choices, summed_epoch))
-    run.write_selection(Selection(tasks=choices, summed_epoch=summed_epoch, summed_test=summed_test))
     run.save_best_model(summed_state)
+    run.write_selection(Selection(tasks=choices, summed_epoch=summed_epoch, summed_test=summed_test))
+    run.write_test_metrics(selected, _test_table(config, run, selected, summed_test, choices, summed_epoch))
     run.prune_task_bests({c.epoch for c in choices.values()})
 
 

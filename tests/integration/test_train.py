@@ -51,7 +51,7 @@ def test_two_workers_train_jointly_and_stay_in_sync(two_parts, tmp_path):
     assert records[-1]["loss/interest"] < records[0]["loss/interest"]
     assert set(test_metrics) == {"interest", "influence", "is_bot", "is_rumor"}
     assert test_metrics["interest"]["accuracy"] > 0.3  # chance is 1/8
-    assert (tmp_path / "run" / "test_metrics.md").read_text().startswith("| task | metric | value |")
+    assert table.startswith("| task | metric | per-task selection | summed selection |")
     assert (tmp_path / "run" / "config.yaml").exists() and (tmp_path / "run" / "best_model.pt").exists()
     # one checkpoint per epoch, but only the newest keep_checkpoints (2) stay on disk
     assert len(list((tmp_path / "run" / "ray").glob("**/checkpoint_*/state.pt"))) == 2
