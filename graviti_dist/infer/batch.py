@@ -17,12 +17,13 @@ import torch
 
 from graviti_dist._dgl import set_threads
 from graviti_dist.errors import FieldError
-from graviti_dist.infer.layerwise import check_depth, original_units, predict_selected, raw_ids_of_inner, selected_models
+from graviti_dist.infer.halo_exchange import ShallowPartition, in_process, run_layers
+from graviti_dist.infer.layerwise import needs_exchange, original_units, predict_selected, raw_ids_of_inner, selected_models
 from graviti_dist.infer.predictions import Predictions, list_column
 from graviti_dist.infer.recommend import write_recommendations
 from graviti_dist.partition import PartitionSet, TaskInfo
 from graviti_dist.runtime.output import check_output, staged_output
-from graviti_dist.sampling import load_worker_partition
+from graviti_dist.sampling import NodeRanges, WorkerPartition, load_worker_partition
 from graviti_dist.train import TrainedRun, load_run
 
 
@@ -41,14 +42,20 @@ def prediction_columns(task: TaskInfo, values: torch.Tensor) -> dict[str, pa.Arr
 
 
 def infer_partition(part_dir: str, part_id: int, run: TrainedRun, out: str, device: str = "cpu", threads: int | None = None) -> dict:
-    """Write every inner node's embedding and predictions of partition ``part_id`` under ``out``'s predictions."""
+    """Write every inner node's embedding and predictions of partition ``part_id`` under ``out``'s
+    predictions (a set whose halo is as deep as the model: the partition computes alone)."""
     if threads:
         set_threads(threads)
     start = time.perf_counter()
     part = load_worker_partition(part_dir, part_id)
-    tasks = {t.name: t for t in part.manifest.tasks}
     owned = raw_ids_of_inner(PartitionSet(part_dir), part, part_id)
     outputs = predict_selected(part, selected_models(run, part, device), [nodes for nodes, _ in owned.values()], device)
+    return write_partition(part, part_id, owned, outputs, out, start)
+
+
+def write_partition(part: WorkerPartition, part_id: int, owned: dict, outputs: list, out: str, start: float) -> dict:
+    """One partition's inner nodes' outputs (``outputs``, per node type of ``owned``) as its Parquet files."""
+    tasks = {t.name: t for t in part.manifest.tasks}
     rows = {}
     for (t, (nodes, raw_ids)), (emb, preds) in zip(owned.items(), outputs):
         node_type = part.ntypes[t]
@@ -59,6 +66,23 @@ def infer_partition(part_dir: str, part_id: int, run: TrainedRun, out: str, devi
         Predictions(out).write_part(node_type, part_id, pa.table(columns))
         rows[node_type] = len(raw_ids)
     return {"part": part_id, "rows": rows, "seconds": round(time.perf_counter() - start, 3)}
+
+
+class ShallowInference(ShallowPartition):
+    """A partition of a shallow set for ``graviti infer``: loaded from disk, written to Parquet when done."""
+
+    def __init__(self, part_dir: str, part_id: int, run: TrainedRun, device: str = "cpu", threads: int | None = None):
+        if threads:
+            set_threads(threads)
+        self.start = time.perf_counter()
+        part = load_worker_partition(part_dir, part_id)
+        self.owned = raw_ids_of_inner(PartitionSet(part_dir), part, part_id)
+        super().__init__(part, part_id, selected_models(run, part, device), NodeRanges.of(PartitionSet(part_dir)),
+                         [nodes for nodes, _ in self.owned.values()], device)
+        self.part_id = part_id
+
+    def write(self, out: str) -> dict:
+        return write_partition(self.part, self.part_id, self.owned, self.outputs, out, self.start)
 
 
 def run_inference(run_path: str | Path, part_dir: str | Path, out: str | Path, *, executor: str = "ray",
@@ -80,16 +104,16 @@ def run_inference(run_path: str | Path, part_dir: str | Path, out: str | Path, *
     manifest = parts.read_manifest()
     check_output(out, overwrite)
     run = load_run(run_path, select)
-    check_depth(run, manifest, parts)
+    exchange = needs_exchange(run, manifest)
     started = time.perf_counter()
     with staged_output(out, overwrite) as tmp:
         if executor == "local":
-            stats = [infer_partition(str(parts.root), p, run, str(tmp), device, threads_per_actor)
-                     for p in range(manifest.num_parts)]
+            stats = _infer_here(parts.root, run, tmp, manifest.num_parts, exchange, threads_per_actor, device)
         else:
-            stats = _infer_with_ray(parts.root, run, tmp, manifest.num_parts, address, num_actors, threads_per_actor, device)
+            stats = _infer_with_ray(parts.root, run, tmp, manifest.num_parts, exchange, address, num_actors,
+                                    threads_per_actor, device)
         summary = {"run": str(run.source), "partitions": str(parts.root), "device": device, "executor": executor,
-                   "select": select, "task_epochs": run.task_epoch,
+                   "halo_exchange": exchange, "select": select, "task_epochs": run.task_epoch,
                    "threads_per_actor": threads_per_actor, "parts": sorted(stats, key=lambda s: s["part"]),
                    "rows": {t: sum(s["rows"].get(t, 0) for s in stats) for t in manifest.ntypes},
                    "tasks": [t.model_dump(mode="json") for t in manifest.node_tasks
@@ -100,18 +124,47 @@ def run_inference(run_path: str | Path, part_dir: str | Path, out: str | Path, *
     return summary
 
 
-def _infer_with_ray(part_dir: Path, run: TrainedRun, tmp: Path, num_parts: int, address, num_actors, threads, device) -> list[dict]:
+def _infer_here(part_dir: Path, run: TrainedRun, tmp: Path, num_parts: int, exchange: bool, threads, device) -> list[dict]:
+    if not exchange:
+        return [infer_partition(str(part_dir), p, run, str(tmp), device, threads) for p in range(num_parts)]
+    parts = {p: ShallowInference(str(part_dir), p, run, device, threads) for p in range(num_parts)}
+    in_process(parts, len(run.config.model.fanouts))
+    return [part.write(str(tmp)) for part in parts.values()]
+
+
+def _infer_with_ray(part_dir: Path, run: TrainedRun, tmp: Path, num_parts: int, exchange: bool, address, num_actors,
+                    threads, device) -> list[dict]:
     import ray  # here: the local executor runs without Ray
 
     from graviti_dist.runtime.ray_cluster import ray_get, ray_session
 
     with ray_session(address, num_threads=threads):
-        actors_wanted = num_actors or max(1, min(num_parts, int(ray.available_resources().get("CPU", 1))))
+        cpus = ray.available_resources().get("CPU", 1)
+        run_ref = ray.put(run)
+        if exchange:
+            return _exchange_with_ray(part_dir, run, run_ref, tmp, num_parts, cpus, threads, device)
+        actors_wanted = num_actors or max(1, min(num_parts, int(cpus)))
         worker = ray.remote(num_cpus=1, num_gpus=1 if device == "cuda" else 0)(_InferenceActor)
         actors = [worker.remote() for _ in range(min(actors_wanted, num_parts))]
-        run_ref = ray.put(run)
         refs = [actors[p % len(actors)].infer.remote(str(part_dir), p, run_ref, str(tmp), device, threads) for p in range(num_parts)]
         return ray_get(refs)
+
+
+def _exchange_with_ray(part_dir: Path, run: TrainedRun, run_ref, tmp: Path, num_parts: int, cpus: float, threads,
+                       device) -> list[dict]:
+    """One actor per partition (they go through the layers in step, so all of them live at once),
+    each taking an equal share of the cluster's CPUs; halo rows go from actor to actor as object refs."""
+    import ray
+
+    from graviti_dist.runtime.ray_cluster import ray_get
+
+    share = min(1.0, int(cpus * 100 / num_parts) / 100) or 0.01
+    actor = ray.remote(num_cpus=share, num_gpus=min(1.0, 1 / num_parts) if device == "cuda" else 0)(ShallowInference)
+    parts = {p: actor.remote(str(part_dir), p, run_ref, device, threads) for p in range(num_parts)}
+    num_models = 1 + len(set(run.task_epoch.values()))
+    run_layers(parts, num_models, len(run.config.model.fanouts),
+               lambda h, name, *args: getattr(h, name).remote(*args), ray_get)
+    return ray_get([h.write.remote(str(tmp)) for h in parts.values()])
 
 
 class _InferenceActor:

@@ -3,8 +3,9 @@
 Layer by layer over all of a partition's nodes (DGL's full-neighbour sampler, one
 layer at a time, in chunks of destination nodes), as DGL's own layer-wise
 inference does: layer ``i`` is computed once for every local node instead of
-once per minibatch that touches it. A partition's halo is as deep as the model
-(checked), so its inner nodes' results are exact.
+once per minibatch that touches it. Where a partition's halo is as deep as the model its
+inner nodes' results are exact from its own files; over a shallower set the partitions
+exchange their halo's rows between layers (``halo_exchange``).
 
 Shared by ``graviti infer`` (``batch``: all nodes, to Parquet) and ``graviti serve``
 (``predictor``: the layers below the last precomputed, the last one per request).
@@ -57,22 +58,25 @@ def predict_selected(part: WorkerPartition, models: list[tuple[MultiTaskModel, l
         inference = PartitionInference(part, model, device)
         h = inference.hidden(inference.num_layers - 1)
         for k, nodes in enumerate(node_sets):
-            emb, preds = inference.predict(nodes, h)
-            if tasks is None:
-                results.append((emb, preds))
-            else:
-                results[k][1].update({task: preds[task] for task in tasks if task in preds})
+            merge_outputs(results, k, tasks, *inference.predict(nodes, h))
         del h
     return results
 
 
-def check_depth(run: TrainedRun, manifest: Manifest, parts: PartitionSet) -> None:
-    layers, hops = len(run.config.model.fanouts), manifest.num_hops
-    if layers > hops:
-        raise GravitiError(f"{parts.root}: halo depth {hops} is shallower than the model's {layers} layers; inference "
-                           "computes full neighbourhoods inside each partition, so results would be wrong: partition "
-                           f"the crawl for inference with num_hops {layers} (training samples past the halo remotely, "
-                           "inference does not yet)")
+def merge_outputs(results: list[tuple[torch.Tensor, dict[str, torch.Tensor]]], k: int, tasks: list[str] | None,
+                  emb: torch.Tensor, preds: dict[str, torch.Tensor]) -> None:
+    """Node set ``k``'s outputs of one of :func:`selected_models`' models into ``results``: the first
+    model (``tasks`` None) gives the embedding and every task, later ones replace the tasks they answer."""
+    if tasks is None:
+        results.append((emb, preds))
+    else:
+        results[k][1].update({task: preds[task] for task in tasks if task in preds})
+
+
+def needs_exchange(run: TrainedRun, manifest: Manifest) -> bool:
+    """True when the set's halo is shallower than the model: its partitions then exchange their halo's
+    rows layer by layer (``infer.halo_exchange``); otherwise each partition computes alone."""
+    return len(run.config.model.fanouts) > manifest.num_hops
 
 
 class PartitionInference:

@@ -1,8 +1,9 @@
 """Online predictions for given raw ids, from partitions held in memory.
 
 At start-up every partition runs the model layer by layer over all of its nodes
-(full neighbourhoods, as batch inference does), once per selected model (per-task
-selection: one per epoch some task chose), and keeps every inner node's embedding
+(full neighbourhoods, as batch inference does; over a set whose halo is shallower than the
+model the partitions exchange their halo's rows between layers, all in this process), once
+per selected model (per-task selection: one per epoch some task chose), and keeps every inner node's embedding
 and head outputs; a request is a lookup. The answers equal ``graviti infer``'s for
 the same run, partitions and ``select`` (a test holds this).
 """
@@ -15,10 +16,11 @@ from pathlib import Path
 
 import torch
 
-from graviti_dist.infer.layerwise import check_depth, original_units, predict_selected, raw_ids_of_inner, selected_models
+from graviti_dist.infer.halo_exchange import ShallowPartition, in_process
+from graviti_dist.infer.layerwise import needs_exchange, original_units, predict_selected, raw_ids_of_inner, selected_models
 from graviti_dist.infer.recommend import Recommender
 from graviti_dist.partition import PartitionSet, TaskInfo
-from graviti_dist.sampling import load_worker_partition
+from graviti_dist.sampling import NodeRanges, load_worker_partition
 from graviti_dist.train import load_run
 
 
@@ -29,7 +31,6 @@ class Predictor:
         part_set = PartitionSet(part_dir)
         self.manifest = part_set.read_manifest()
         self.run = load_run(run_path, select)
-        check_depth(self.run, self.manifest, part_set)
         parts = [load_worker_partition(part_dir, p) for p in range(self.manifest.num_parts)]
         models = selected_models(self.run, parts[0], device)
         self.out_dim = models[0][0].encoder.out_dim
@@ -37,7 +38,10 @@ class Predictor:
         # fixed graph never changes, and a request then costs a lookup. The last layer for 1024
         # Twitch users' full neighbourhoods took 45 ms per request; the table is smaller than the
         # layer below it (out_dim against heads x hidden per node), which is freed.
-        self.outputs = [_inner_outputs(part, models, device) for part in parts]
+        if needs_exchange(self.run, self.manifest):  # a shallow set: the partitions exchange halo rows per layer
+            self.outputs = _exchanged_outputs(parts, models, NodeRanges.of(part_set), len(self.run.config.model.fanouts), device)
+        else:
+            self.outputs = [_inner_outputs(part, models, device) for part in parts]
         self.tasks = {t.name: t for t in self.manifest.node_tasks if t.name in models[0][0].specs}
         self.index: dict[tuple[str, str], tuple[int, int]] = {}
         self.types_of: dict[str, list[str]] = defaultdict(list)
@@ -154,11 +158,25 @@ class Predictor:
 def _inner_outputs(part, models, device) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """(row of each local node in the tables, -1 for halo nodes; embeddings; head outputs, each task
     from its selected model) of the partition's inner nodes."""
+    inner, row_of = _inner_rows(part)
+    ((emb, preds),) = predict_selected(part, models, [inner], device)
+    return row_of, emb, preds
+
+
+def _exchanged_outputs(parts, models, ranges, num_layers, device) -> list[tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]]:
+    """:func:`_inner_outputs` of every partition of a set whose halo is shallower than the model."""
+    rows = [_inner_rows(part) for part in parts]
+    shallow = {p: ShallowPartition(part, p, models, ranges, [rows[p][0]], device) for p, part in enumerate(parts)}
+    in_process(shallow, num_layers)
+    return [(rows[p][1], *shallow[p].outputs[0]) for p in range(len(parts))]
+
+
+def _inner_rows(part) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the inner local nodes; each local node's row among them, -1 for halo nodes)."""
     inner = torch.nonzero(part.inner).squeeze(1)
     row_of = torch.full((part.inner.numel(),), -1, dtype=torch.long)
     row_of[inner] = torch.arange(inner.numel())
-    ((emb, preds),) = predict_selected(part, models, [inner], device)
-    return row_of, emb, preds
+    return inner, row_of
 
 
 def format_predictions(task: TaskInfo, values: torch.Tensor) -> list[dict]:

@@ -101,6 +101,27 @@ def test_batch_inference_is_identical_with_one_or_two_actors(synthetic_run, tmp_
     assert ((is_bot >= 0) & (is_bot <= 1)).all()
 
 
+@pytest.mark.parametrize("num_parts", [2, 4])
+def test_ray_actors_on_a_one_hop_twitch_set_predict_what_the_full_halo_set_does(twitch_run, twitch_crawl, tmp_path,
+                                                                               ray_local, num_parts):
+    """Layer-wise inference exchanging halo rows between actors equals full-halo inference on other parts
+    (METIS in 2 or 4 parts against the run's 2-hop set): a node's outputs depend on its neighbourhood only."""
+    run, full_parts = twitch_run
+    partition_crawl(twitch_crawl, tmp_path / "hops1", PartitionSpec(num_parts=num_parts, num_hops=1, executor="local"))
+    shallow = run_inference(run, tmp_path / "hops1", tmp_path / "shallow")
+    assert shallow["halo_exchange"] and len(shallow["parts"]) == num_parts and {"mature", "views", "language"} <= set(shallow["task_epochs"])
+    run_inference(run, full_parts, tmp_path / "full", executor="local")
+    full = {row["id"]: row for row in _tables(tmp_path / "full")["user"].to_pylist()}
+    rows = _tables(tmp_path / "shallow")["user"].to_pylist()
+    assert sorted(r["id"] for r in rows) == sorted(full)
+    for row in rows:
+        reference = full[row["id"]]
+        assert row["embedding"] == pytest.approx(reference["embedding"], abs=1e-4)
+        assert row["mature"] == pytest.approx(reference["mature"], abs=1e-5)
+        assert row["views"] == pytest.approx(reference["views"], rel=1e-4)
+        assert row["language_proba"] == pytest.approx(reference["language_proba"], abs=1e-5)
+
+
 def test_infer_refuses_bad_input_and_leaves_nothing(synthetic_run, tmp_path, capsys):
     run, parts, crawl = synthetic_run
     with pytest.raises(GravitiError, match="not a training run"):
