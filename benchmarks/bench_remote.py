@@ -12,7 +12,11 @@ sampling through the store actors), each trained by ``graviti train`` itself wit
 this machine, rounds interleaved; seeds/s is the median over epochs after the first. Beside it,
 a harness figure: one worker's remote minibatches in this process, counting store requests and
 the bytes of their answers per step.
+Inference: ``graviti infer`` itself (Ray actors; over the 1-hop sets the partitions exchange halo
+rows per layer) and ``graviti serve``'s start-up on synthetic-1m's two sets, and ``graviti infer``
+on the 10M-edge crawl's 1-hop set, with the run trained on synthetic-1m's full-halo set.
 Usage: python -m benchmarks.bench_remote [--users 250000] [--parts 8] [--two-hops] [--rounds 2] [--workdir DIR]
+       [--only footprint|throughput|inference]
 """
 
 from __future__ import annotations
@@ -170,6 +174,40 @@ def throughput(workdir: Path, rounds: int, epochs: int, users: int) -> dict:
     return out
 
 
+SERVE_START = """
+import json, time
+from graviti_dist.infer import Predictor
+started = time.perf_counter()
+predictor = Predictor({run!r}, {parts!r})
+print(json.dumps({{"seconds": round(time.perf_counter() - started, 2), "nodes": predictor.num_nodes,
+                  "peak_rss_gb": peak_rss_gb()}}))
+"""
+
+
+def inference(workdir: Path, sets: dict[str, Path], run: Path) -> dict:
+    """``graviti infer`` itself (Ray actors) and ``graviti serve``'s start-up (a Predictor in a fresh
+    process) on each set, with the same run: seconds and peak RSS per actor / of the service."""
+    graviti = Path(sys.executable).with_name("graviti")
+    out = {}
+    for name, set_dir in sets.items():
+        # --top-k 0: predictions only; exact recommendations at 250k users x 1.26M posts ran for over
+        # 30 minutes of CPU in the driver and would measure that instead of the layer-wise passes.
+        command = [str(graviti), "infer", str(run), "--partitions", str(set_dir), "--out", str(workdir / f"pred-{name}"),
+                   "--overwrite", "--top-k", "0"]
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode:
+            raise SystemExit(f"graviti infer failed on {set_dir}:\n{result.stderr[-3000:]}")
+        summary = json.loads((workdir / f"pred-{name}" / "inference.json").read_text())
+        out[name] = {"set": set_dir.name, "halo_exchange": summary["halo_exchange"], "infer_seconds": summary["seconds"],
+                     "actor_seconds": [p["seconds"] for p in summary["parts"]],
+                     "actor_peak_rss_gb": [p["peak_rss_gb"] for p in summary["parts"]],
+                     "rows": summary["rows"]}
+        if len(summary["parts"]) <= 2:  # the service holds every partition: only the small sets
+            out[name]["serve_start"] = _run_json(SERVE_START.format(run=str(run), parts=str(set_dir)))
+        print(json.dumps({"inference": name, **out[name]}), flush=True)
+    return out
+
+
 def table(result: dict) -> str:
     rows = ["| halo | replication | resident graph + features per part (of the whole crawl) | on disk | worker peak RSS |",
             "|---|---|---|---|---|"]
@@ -185,6 +223,14 @@ def table(result: dict) -> str:
              f"for them per step per worker (the wait overlaps the step). Harness, one worker in process: "
              f"{t['harness']['answer_mb_per_step']} MB of answers and {t['harness']['requests_per_step']} requests per step; "
              f"{t['harness']['input_rows_remote_fraction']:.0%} of input rows come from other partitions."]
+    if "inference" in result:
+        rows += ["", "| `graviti infer` (Ray actors) | halo exchange | seconds | per-actor peak RSS | `graviti serve` start-up, peak RSS |",
+                 "|---|---|---|---|---|"]
+        for name, i in result["inference"].items():
+            serve = i.get("serve_start")
+            serve_text = f"{serve['seconds']} s, {serve['peak_rss_gb']:.2f} GB" if serve else "not measured (holds every part)"
+            rows.append(f"| {name} ({i['set']}) | {'yes' if i['halo_exchange'] else 'no'} | {i['infer_seconds']} | "
+                        f"{min(i['actor_peak_rss_gb']):.2f}-{max(i['actor_peak_rss_gb']):.2f} GB | {serve_text} |")
     return "\n".join(rows) + "\n"
 
 
@@ -198,12 +244,24 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--throughput-users", type=int, default=24_000, help="24,000: synthetic-1m (~1M edges)")
     parser.add_argument("--workdir", type=Path)
+    parser.add_argument("--only", choices=["footprint", "throughput", "inference"],
+                        help="measure one section again, keeping the committed others (inference needs the workdir "
+                             "of an earlier full run: its sets and trained run)")
     args = parser.parse_args()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench-remote-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    result = {"benchmark": "remote",
-              "footprint": footprint(workdir, args.users, args.seed, args.parts, [1, 2] if args.two_hops else [1]),
-              "throughput": throughput(workdir, args.rounds, args.epochs, args.throughput_users)}
+    result = {"benchmark": "remote"}
+    if args.only in (None, "footprint"):
+        result["footprint"] = footprint(workdir, args.users, args.seed, args.parts, [1, 2] if args.two_hops else [1])
+    if args.only in (None, "throughput"):
+        result["throughput"] = throughput(workdir, args.rounds, args.epochs, args.throughput_users)
+    if args.only in (None, "inference"):
+        sets = {"1m, 2-hop": workdir / "1m-2parts-2hop", "1m, 1-hop": workdir / "1m-2parts-1hop",
+                f"10m, 1-hop, {args.parts} parts": workdir / f"{args.parts}parts-1hop"}
+        result["inference"] = inference(workdir, {k: v for k, v in sets.items() if v.exists()}, workdir / "run-full_halo")
+    if args.only is not None and (RESULTS / "remote.json").exists():  # one section again: keep the others
+        earlier = json.loads((RESULTS / "remote.json").read_text())
+        result = {**{k: v for k, v in earlier.items() if k != "environment"}, **result}
     path = write_result("remote", result)
     write_whole(RESULTS / "remote.md", table(result))
     print(f"wrote {path}")

@@ -110,22 +110,35 @@ def _cmd_train(args: argparse.Namespace) -> None:
     print(RunDir(config.out).test_table() or json.dumps(metrics, indent=2))
 
 
+def _cmd_tune(args: argparse.Namespace) -> None:
+    from graviti_dist.train import StudyDir, load_search_space, load_train_config, run_study
+
+    base = load_train_config(args.config, args.set).model_dump(mode="json", exclude_defaults=True)
+    space = load_search_space(args.search, base)
+    rows = run_study(base, space, args.out, args.trials, grace_epochs=args.grace_epochs, address=args.address,
+                     overwrite=args.overwrite)
+    study = StudyDir(args.out)
+    print(study.summary_md.read_text(), end="")
+    print(f"best: trial {rows[0]['trial']}; its config: {study.best_config} (graviti train {study.best_config})")
+
+
 def _cmd_infer(args: argparse.Namespace) -> None:
     from graviti_dist.infer import run_inference
 
     summary = run_inference(args.run, args.partitions, args.out, executor=args.executor, address=args.address,
                             num_actors=args.num_actors, threads_per_actor=args.threads_per_actor, device=args.device,
-                            overwrite=args.overwrite, top_k=args.top_k, select=args.select)
+                            overwrite=args.overwrite, top_k=args.top_k, select=args.select, explain=args.explain)
     rows = ", ".join(f"{n:,} {t}" for t, n in summary["rows"].items())
+    exchange = ", partitions exchanging halo rows per layer" if summary["halo_exchange"] else ""
     print(f"wrote {args.out}: predictions for {rows} ({', '.join(t['name'] for t in summary['tasks'])}) "
-          f"in {summary['seconds']:.1f}s")
+          f"in {summary['seconds']:.1f}s{exchange}")
 
 
 def _cmd_serve(args: argparse.Namespace) -> None:
     from graviti_dist.infer import run_server
 
     run_server(args.run, args.partitions, host=args.host, port=args.port, max_ids=args.max_ids, device=args.device,
-               token_file=args.token_file, read_timeout=args.read_timeout, select=args.select)
+               token_file=args.token_file, read_timeout=args.read_timeout, select=args.select, explain_max=args.explain_max)
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:
@@ -225,6 +238,18 @@ def build_parser() -> argparse.ArgumentParser:
                     help="continue the run in out from its newest checkpoint (raise epochs with --set epochs=N)")
     tr.set_defaults(func=_cmd_train)
 
+    tn = sub.add_parser("tune", help="hyper-parameter search over training settings on Ray Tune (ASHA early stopping)")
+    tn.add_argument("config", type=Path, nargs="?", help="the base training config YAML (the first trial trains it as is)")
+    tn.add_argument("--search", type=Path, required=True,
+                    help="YAML: setting -> {choice: [...]} | {uniform: [lo, hi]} | {loguniform: [lo, hi]} | {randint: [lo, hi]}")
+    tn.add_argument("--trials", type=int, default=8, help="trials, the base config included (default 8)")
+    tn.add_argument("--out", type=Path, default=Path("studies/study"), help="the study directory (default studies/study)")
+    tn.add_argument("--grace-epochs", type=int, default=1, help="epochs every trial gets before ASHA may stop it (default 1)")
+    tn.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a base setting")
+    tn.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
+    tn.add_argument("--overwrite", action="store_true", help="replace an earlier study in --out")
+    tn.set_defaults(func=_cmd_tune)
+
     demo = sub.add_parser("demo", help="the main job on an embedded default: a small synthetic crawl end to end")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="where the demo writes (default runs/demo)")
     demo.add_argument("--users", type=int, default=2000)
@@ -239,15 +264,20 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--executor", choices=["ray", "local"], default="ray",
                      help="ray: one actor per partition (local Ray or --address); local: this process")
     inf.add_argument("--address", help="Ray cluster address (default: a local Ray)")
-    inf.add_argument("--num-actors", type=int, help="default: one per partition, at most one per CPU")
+    inf.add_argument("--num-actors", type=int, help="default: one per partition, at most one per CPU (a set whose halo "
+                     "is shallower than the model always takes one per partition: they exchange halo rows per layer)")
     inf.add_argument("--threads-per-actor", type=int, default=1,
                      help="torch threads per actor; results are bitwise the same for the same value (default 1)")
     inf.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    inf.add_argument("--top-k", type=int, default=10, help="recommendations per source node for each link task")
+    inf.add_argument("--top-k", type=int, default=10, help="recommendations per source node for each link task "
+                     "(0: none; exact top-k over every destination, in this process)")
     inf.add_argument("--overwrite", action="store_true")
     inf.add_argument("--select", choices=["per_task", "summed"], default="per_task",
                      help="per_task (default): each node task from the weights of its own best validation epoch; "
                           "summed: every task from the run's one best model (lowest summed validation loss)")
+    inf.add_argument("--explain", type=int, default=0, metavar="K",
+                     help="also write each node's K most attended in-neighbours (last-layer attention) to "
+                          "OUT/explanations/<node type>/ (default 0: none)")
     inf.set_defaults(func=_cmd_infer)
 
     srv = sub.add_parser("serve", help="online multi-task predictions over HTTP (FastAPI + uvicorn)")
@@ -260,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--select", choices=["per_task", "summed"], default="per_task",
                      help="per_task (default): each node task from the weights of its own best validation epoch; "
                           "summed: every task from the run's one best model (lowest summed validation loss)")
+    srv.add_argument("--explain-max", type=int, default=10,
+                     help="most neighbours a request's \"explain\" may ask for; kept per node at start-up "
+                          "(about 28 bytes each), 0 for none (default 10)")
     srv.add_argument("--read-timeout", type=float, default=10.0,
                      help="seconds a client has to send a whole request before it is disconnected (default 10)")
     srv.add_argument("--token-file", help="require 'Authorization: Bearer TOKEN' (the file's content; default: "

@@ -22,19 +22,18 @@ import numpy as np
 import torch
 
 from graviti_dist._dgl import dgl
-from graviti_dist.infer.layerwise import PartitionInference, merge_outputs
+from graviti_dist.infer.layerwise import NodeOutputs, PartitionInference, merge_outputs
 from graviti_dist.model import MultiTaskModel
 from graviti_dist.sampling import GraphStore, NodeRanges, WorkerPartition
 
-Outputs = list[tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
 
 class ShallowPartition:
     """One partition's inference over a shallow halo: its inner nodes' layers, its halo's from their owners."""
 
     def __init__(self, part: WorkerPartition, part_id: int, models: list[tuple[MultiTaskModel, list[str] | None]],
-                 ranges: NodeRanges, node_sets: list[torch.Tensor], device: torch.device | str = "cpu"):
-        self.part, self.models, self.node_sets = part, models, node_sets
+                 ranges: NodeRanges, node_sets: list[torch.Tensor], device: torch.device | str = "cpu", explain: int = 0):
+        self.part, self.models, self.node_sets, self.explain = part, models, node_sets, explain
         self.index = GraphStore("", part_id, part)  # shuffled id -> local id
         self.inner = torch.nonzero(part.inner).squeeze(1)
         halo = torch.nonzero(~part.inner).squeeze(1)
@@ -45,7 +44,7 @@ class ShallowPartition:
         self.device = device
         self.inference: PartitionInference | None = None
         self.h: torch.Tensor | None = None
-        self.outputs: Outputs = []
+        self.outputs: list[NodeOutputs] = []
 
     def halo_requests(self) -> dict[int, np.ndarray]:
         """Owner -> the shuffled ids of its inner nodes that this partition's halo holds."""
@@ -78,8 +77,8 @@ class ShallowPartition:
     def finish(self, m: int) -> None:
         """The last layer and the heads of model ``m`` for each node set, merged into :attr:`outputs`."""
         for k, nodes in enumerate(self.node_sets):
-            emb, preds = self.inference.predict(nodes, self.h)
-            merge_outputs(self.outputs, k, self.models[m][1], emb, preds)
+            tasks = self.models[m][1]
+            merge_outputs(self.outputs, k, tasks, self.inference.outputs(nodes, self.h, self.explain if tasks is None else 0))
         self.inference, self.h = None, None
 
 

@@ -13,11 +13,15 @@ Shared by ``graviti infer`` (``batch``: all nodes, to Parquet) and ``graviti ser
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import pyarrow as pa
 import torch
 
 from graviti_dist._dgl import dgl
 from graviti_dist.errors import GravitiError
+from graviti_dist.infer.explain import EdgeTimes, Neighbours, top_edges
 from graviti_dist.model import Block, MultiTaskModel
 from graviti_dist.partition import Manifest, PartitionSet, TaskInfo
 from graviti_dist.sampling import NodeMinibatches, WorkerPartition
@@ -49,28 +53,38 @@ def selected_models(run: TrainedRun, part: WorkerPartition, device: torch.device
         (trained_model(run, part, device, run.task_states[epoch]), tasks) for epoch, tasks in sorted(tasks_of.items())]
 
 
+@dataclass
+class NodeOutputs:
+    """Some nodes' final embeddings, each node task's prediction and, when asked, their explanations."""
+
+    emb: torch.Tensor
+    preds: dict[str, torch.Tensor]
+    neighbours: Neighbours | None = None
+
+
 def predict_selected(part: WorkerPartition, models: list[tuple[MultiTaskModel, list[str] | None]], node_sets: list[torch.Tensor],
-                     device: torch.device | str = "cpu") -> list[tuple[torch.Tensor, dict[str, torch.Tensor]]]:
-    """For each tensor of local nodes in ``node_sets``: (embeddings, each node task's prediction), every
-    task from the model that :func:`selected_models` chose for it. Each model runs layer-wise once."""
-    results: list[tuple[torch.Tensor, dict[str, torch.Tensor]]] = []
+                     device: torch.device | str = "cpu", explain: int = 0) -> list[NodeOutputs]:
+    """For each tensor of local nodes in ``node_sets``: its outputs, every task from the model that
+    :func:`selected_models` chose for it, and with ``explain`` each node's top-``explain`` neighbours by
+    the embedding model's attention. Each model runs layer-wise once."""
+    results: list[NodeOutputs] = []
     for model, tasks in models:
         inference = PartitionInference(part, model, device)
         h = inference.hidden(inference.num_layers - 1)
         for k, nodes in enumerate(node_sets):
-            merge_outputs(results, k, tasks, *inference.predict(nodes, h))
+            merge_outputs(results, k, tasks, inference.outputs(nodes, h, explain if tasks is None else 0))
         del h
     return results
 
 
-def merge_outputs(results: list[tuple[torch.Tensor, dict[str, torch.Tensor]]], k: int, tasks: list[str] | None,
-                  emb: torch.Tensor, preds: dict[str, torch.Tensor]) -> None:
+def merge_outputs(results: list[NodeOutputs], k: int, tasks: list[str] | None, outputs: NodeOutputs) -> None:
     """Node set ``k``'s outputs of one of :func:`selected_models`' models into ``results``: the first
-    model (``tasks`` None) gives the embedding and every task, later ones replace the tasks they answer."""
+    model (``tasks`` None) gives the embedding, the explanations and every task, later ones replace the
+    tasks they answer."""
     if tasks is None:
-        results.append((emb, preds))
+        results.append(outputs)
     else:
-        results[k][1].update({task: preds[task] for task in tasks if task in preds})
+        results[k].preds.update({task: outputs.preds[task] for task in tasks if task in outputs.preds})
 
 
 def needs_exchange(run: TrainedRun, manifest: Manifest) -> bool:
@@ -88,9 +102,15 @@ class PartitionInference:
         self.sampler = dgl.dataloading.MultiLayerFullNeighborSampler(1)
         self.etype = part.graph.edata[dgl.ETYPE]
         self.num_layers = model.encoder.num_layers
+        self.edge_times: EdgeTimes | None = None  # read on the first explanation
 
     def block(self, dst: torch.Tensor) -> tuple[torch.Tensor, Block]:
         """All in-edges of local nodes ``dst``: (input nodes, dst first; the block)."""
+        input_nodes, block, _ = self.block_with_edges(dst)
+        return input_nodes, block
+
+    def block_with_edges(self, dst: torch.Tensor) -> tuple[torch.Tensor, Block, torch.Tensor]:
+        """:meth:`block` and the local edge id of each of its edges, in the block's order."""
         input_nodes, _, (b,) = self.sampler.sample_blocks(self.part.graph, dst)
         src, dst_local = b.edges()
         # DGL's parallel sampler numbers the extra source nodes and lists in-edges in no fixed order, and
@@ -106,7 +126,8 @@ class PartitionInference:
         by_eid = torch.argsort(eid)  # ties (parallel edges of several relations) in edge-id order
         order = by_eid[torch.argsort((dst_local * input_nodes.numel() + src)[by_eid], stable=True)]
         etype = self.etype[eid[order]]
-        return input_nodes, Block.from_edges(src[order], dst_local[order], b.num_src_nodes(), num_dst, etype=etype)
+        block = Block.from_edges(src[order], dst_local[order], b.num_src_nodes(), num_dst, etype=etype)
+        return input_nodes, block, eid[order]
 
     @torch.no_grad()
     def hidden(self, layers: int) -> torch.Tensor:
@@ -123,16 +144,47 @@ class PartitionInference:
         input_nodes, block = self.block(dst)
         return self.model.encoder.apply_layer(i, block.to(self.device), h[input_nodes].to(self.device)).cpu()
 
+    def outputs(self, nodes: torch.Tensor, h_before_last: torch.Tensor, explain: int = 0) -> NodeOutputs:
+        """:meth:`predict`, or with ``explain`` :meth:`predict_explained`, as one value."""
+        return NodeOutputs(*(self.predict_explained(nodes, h_before_last, explain) if explain
+                             else self.predict(nodes, h_before_last)))
+
     @torch.no_grad()
     def predict(self, nodes: torch.Tensor, h_before_last: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Embeddings of ``nodes`` and each node task's prediction (head ``predict``: probabilities or values)."""
         emb = torch.cat([self.layer(self.num_layers - 1, c, h_before_last) for c in nodes.split(self.chunk)]) \
             if nodes.numel() else torch.zeros(0, self.model.encoder.out_dim)
-        preds = {}
-        for name, head in self.model.heads.items():
-            if not self.model.specs[name].is_link:
-                preds[name] = head.predict(head(emb.to(self.device))).cpu()
-        return emb, preds
+        return emb, self.heads(emb)
+
+    def heads(self, emb: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {name: head.predict(head(emb.to(self.device))).cpu() for name, head in self.model.heads.items()
+                if not self.model.specs[name].is_link}
+
+    @torch.no_grad()
+    def predict_explained(self, nodes: torch.Tensor, h_before_last: torch.Tensor, k: int
+                          ) -> tuple[torch.Tensor, dict[str, torch.Tensor], Neighbours]:
+        """:meth:`predict` and each node's ``k`` most attended in-neighbours in the last layer (the same
+        pass: the embedding and the attention it was made with)."""
+        if not hasattr(self.model.encoder, "last_layer_with_attention"):
+            raise GravitiError("explanations read the GAT's attention: this run's encoder has none (model.kind mlp)")
+        if self.edge_times is None:
+            self.edge_times = EdgeTimes(self.part)
+        nid = self.part.graph.ndata[dgl.NID]
+        embs, pieces = [torch.zeros(0, self.model.encoder.out_dim)], [Neighbours.empty(k)]
+        for c in nodes.split(self.chunk):
+            input_nodes, block, eid = self.block_with_edges(c)
+            emb, weight = self.model.encoder.last_layer_with_attention(block.to(self.device),
+                                                                       h_before_last[input_nodes].to(self.device))
+            top = top_edges(weight.cpu(), block.dst, block.num_dst, k)
+            edge = eid[top.clamp(min=0)].numpy()
+            pad = (top < 0).numpy()
+            pieces.append(Neighbours(np.where(pad, -1, nid[input_nodes[block.src[top.clamp(min=0)]]].numpy()),
+                                     np.where(pad, 0, self.etype[edge].numpy()),
+                                     np.where(pad, np.nan, weight.cpu()[top.clamp(min=0)].numpy()).astype(np.float32),
+                                     np.where(pad, np.nan, self.edge_times.of(edge))))
+            embs.append(emb.cpu())
+        emb = torch.cat(embs)
+        return emb, self.heads(emb), Neighbours.concat(pieces)
 
 
 def raw_ids_of_inner(parts: PartitionSet, part: WorkerPartition, part_id: int) -> dict[int, tuple[torch.Tensor, pa.Array]]:

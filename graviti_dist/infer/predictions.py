@@ -3,6 +3,8 @@
 An output directory::
 
     predictions/<node type>/part-<i>.parquet   # id (raw), node_type, embedding, one column per node task
+    explanations/<node type>/part-<i>.parquet  # with --explain K: id, rank, neighbour_id, neighbour_type,
+                                               #   relation, weight (last-layer attention), ts
     recommendations/<task>.parquet             # id (raw source), items (raw destinations), scores
     inference.json                             # the run's summary: run, partitions, rows, tasks, time
 """
@@ -19,6 +21,7 @@ import pyarrow.parquet as pq
 import torch
 
 PREDICTIONS_DIR = "predictions"
+EXPLANATIONS_DIR = "explanations"
 RECOMMENDATIONS_DIR = "recommendations"
 SUMMARY = "inference.json"
 
@@ -31,6 +34,9 @@ class Predictions:
 
     def part_path(self, node_type: str, part_id: int) -> Path:
         return self.root / PREDICTIONS_DIR / node_type / f"part-{part_id:05d}.parquet"
+
+    def explanations_path(self, node_type: str, part_id: int) -> Path:
+        return self.root / EXPLANATIONS_DIR / node_type / f"part-{part_id:05d}.parquet"
 
     def recommendations_path(self, task: str) -> Path:
         return self.root / RECOMMENDATIONS_DIR / f"{task}.parquet"
@@ -47,6 +53,15 @@ class Predictions:
     def read_node_type(self, node_type: str, columns: list[str] | None = None) -> pa.Table:
         """Every partition's predictions for ``node_type`` as one table."""
         return pads.dataset(self.root / PREDICTIONS_DIR / node_type, format="parquet").to_table(columns=columns)
+
+    def write_explanations(self, node_type: str, part_id: int, table: pa.Table) -> None:
+        path = self.explanations_path(node_type, part_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path)
+
+    def read_explanations(self, node_type: str) -> pa.Table:
+        """Every partition's explanations for ``node_type``: one row per (node, ranked neighbour)."""
+        return pads.dataset(self.root / EXPLANATIONS_DIR / node_type, format="parquet").to_table()
 
     def read_embeddings(self, node_type: str) -> pa.Table:
         return self.read_node_type(node_type, columns=["id", "embedding"])

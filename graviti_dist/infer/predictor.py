@@ -14,10 +14,14 @@ import threading
 from collections import defaultdict
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
+from graviti_dist.infer.explain import Neighbours, RawIds, explanation_table
 from graviti_dist.infer.halo_exchange import ShallowPartition, in_process
-from graviti_dist.infer.layerwise import needs_exchange, original_units, predict_selected, raw_ids_of_inner, selected_models
+from graviti_dist.infer.layerwise import (NodeOutputs, needs_exchange, original_units, predict_selected, raw_ids_of_inner,
+                                          selected_models)
 from graviti_dist.infer.recommend import Recommender
 from graviti_dist.partition import PartitionSet, TaskInfo
 from graviti_dist.sampling import NodeRanges, load_worker_partition
@@ -27,10 +31,15 @@ from graviti_dist.train import load_run
 class Predictor:
     """Per-id, per-task predictions of a trained run over a partition set."""
 
-    def __init__(self, run_path: str | Path, part_dir: str | Path, device: str = "cpu", select: str = "per_task"):
+    def __init__(self, run_path: str | Path, part_dir: str | Path, device: str = "cpu", select: str = "per_task",
+                 explain_max: int = 10):
         part_set = PartitionSet(part_dir)
         self.manifest = part_set.read_manifest()
         self.run = load_run(run_path, select)
+        # Each node's top neighbours are kept at start-up (the attention is gone after the last layer):
+        # explain_max x 28 bytes a node; 0, or an encoder without attention, keeps none.
+        self.explain_max = explain_max if self.run.config.model.kind == "gat" else 0
+        self.raw_ids = RawIds(part_set, self.manifest) if self.explain_max else None
         parts = [load_worker_partition(part_dir, p) for p in range(self.manifest.num_parts)]
         models = selected_models(self.run, parts[0], device)
         self.out_dim = models[0][0].encoder.out_dim
@@ -39,9 +48,10 @@ class Predictor:
         # Twitch users' full neighbourhoods took 45 ms per request; the table is smaller than the
         # layer below it (out_dim against heads x hidden per node), which is freed.
         if needs_exchange(self.run, self.manifest):  # a shallow set: the partitions exchange halo rows per layer
-            self.outputs = _exchanged_outputs(parts, models, NodeRanges.of(part_set), len(self.run.config.model.fanouts), device)
+            self.outputs = _exchanged_outputs(parts, models, NodeRanges.of(part_set), len(self.run.config.model.fanouts),
+                                              device, self.explain_max)
         else:
-            self.outputs = [_inner_outputs(part, models, device) for part in parts]
+            self.outputs = [_inner_outputs(part, models, device, self.explain_max) for part in parts]
         self.tasks = {t.name: t for t in self.manifest.node_tasks if t.name in models[0][0].specs}
         self.index: dict[tuple[str, str], tuple[int, int]] = {}
         self.types_of: dict[str, list[str]] = defaultdict(list)
@@ -82,25 +92,50 @@ class Predictor:
                 found.append((raw, types[0], *self.index[(types[0], raw)]))
         return found, unknown
 
-    def entries(self, found: list[tuple[str, str, int, int]], wanted: list[str], embedding: bool) -> dict[str, dict]:
+    def entries(self, found: list[tuple[str, str, int, int]], wanted: list[str], embedding: bool,
+                explain: int = 0) -> dict[str, dict]:
         """Per raw id of ``found`` (from :meth:`resolve`): its node type, its ``wanted`` tasks'
-        predictions (those of its type) and, with ``embedding``, its final embedding."""
+        predictions (those of its type), with ``embedding`` its final embedding and with ``explain``
+        its ``explain`` most attended in-neighbours (at most :attr:`explain_max`; ValueError beyond)."""
+        self.check_explain(explain)
         by_part: dict[int, list[tuple[str, str, int]]] = defaultdict(list)
         for raw, ntype, part, local in found:
             by_part[part].append((raw, ntype, local))
         answers = {}
         for p, items in sorted(by_part.items()):
-            row_of, emb, preds = self.outputs[p]
+            row_of, outputs = self.outputs[p]
             rows = row_of[torch.tensor([local for _, _, local in items])]
-            formatted = {name: format_predictions(self.tasks[name], preds[name][rows]) for name in wanted}
-            vectors = emb[rows].tolist() if embedding else None
+            formatted = {name: format_predictions(self.tasks[name], outputs.preds[name][rows]) for name in wanted}
+            vectors = outputs.emb[rows].tolist() if embedding else None
+            reasons = self._explanations(outputs.neighbours.rows(rows.numpy()), explain) if explain else None
             for i, (raw, ntype, _) in enumerate(items):
                 entry = {"node_type": ntype, "predictions": {
                     name: formatted[name][i] for name in wanted if self.tasks[name].node_type == ntype}}
                 if embedding:
                     entry["embedding"] = vectors[i]
+                if explain:
+                    entry["explanation"] = reasons[i]
                 answers[raw] = entry
         return {raw: answers[raw] for raw, *_ in found}
+
+    def check_explain(self, explain: int) -> None:
+        if explain > self.explain_max:
+            reason = (f"at most {self.explain_max} (graviti serve --explain-max)" if self.run.config.model.kind == "gat"
+                      else f"this run's encoder ({self.run.config.model.kind!r}) has no attention to explain with")
+            raise ValueError(f"explain: {reason}")
+
+    def _explanations(self, neighbours: Neighbours, k: int) -> list[list[dict]]:
+        """Each node's first ``k`` ranked neighbours as JSON: raw id, node type, relation, weight, ts."""
+        table = explanation_table(pa.array(range(len(neighbours.src))), "", neighbours, self.raw_ids,
+                                  self.manifest).filter(pc.field("rank") < k)
+        out: list[list[dict]] = [[] for _ in range(len(neighbours.src))]
+        for row in table.select(["id", "neighbour_id", "neighbour_type", "relation", "weight", "ts"]).to_pylist():
+            entry = {"id": row["neighbour_id"], "node_type": row["neighbour_type"], "relation": row["relation"],
+                     "weight": row["weight"]}
+            if row["ts"] is not None:
+                entry["ts"] = row["ts"]
+            out[row["id"]].append(entry)
+        return out
 
     def _recommenders(self, part_set: PartitionSet, parts, owned: list[dict]) -> dict[str, Recommender]:
         """Per link task: every node's final embedding in type-id order, for top-k over all destinations."""
@@ -114,10 +149,10 @@ class Predictor:
             self.type_id_of.update({(t, str(raw)): i for i, raw in enumerate(id_map)})
             emb[t] = torch.zeros(len(id_map), self.out_dim)
         for p, part in enumerate(parts):
-            row_of, final_of_inner, _ = self.outputs[p]
+            row_of, outputs = self.outputs[p]
             for t, (nodes, raw_ids) in owned[p].items():
                 name = part.ntypes[t]
-                final = final_of_inner[row_of[nodes]]
+                final = outputs.emb[row_of[nodes]]
                 rows = torch.tensor([self.type_id_of[(name, str(r))] for r in raw_ids.to_pylist()], dtype=torch.long)
                 emb[name][rows] = final
         out = {}
@@ -155,20 +190,20 @@ class Predictor:
         return list(dict.fromkeys(tasks))
 
 
-def _inner_outputs(part, models, device) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-    """(row of each local node in the tables, -1 for halo nodes; embeddings; head outputs, each task
-    from its selected model) of the partition's inner nodes."""
+def _inner_outputs(part, models, device, explain: int) -> tuple[torch.Tensor, NodeOutputs]:
+    """(row of each local node in the outputs, -1 for halo nodes; the outputs of the partition's inner
+    nodes, each task from its selected model)."""
     inner, row_of = _inner_rows(part)
-    ((emb, preds),) = predict_selected(part, models, [inner], device)
-    return row_of, emb, preds
+    (outputs,) = predict_selected(part, models, [inner], device, explain)
+    return row_of, outputs
 
 
-def _exchanged_outputs(parts, models, ranges, num_layers, device) -> list[tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]]:
+def _exchanged_outputs(parts, models, ranges, num_layers, device, explain: int) -> list[tuple[torch.Tensor, NodeOutputs]]:
     """:func:`_inner_outputs` of every partition of a set whose halo is shallower than the model."""
     rows = [_inner_rows(part) for part in parts]
-    shallow = {p: ShallowPartition(part, p, models, ranges, [rows[p][0]], device) for p, part in enumerate(parts)}
+    shallow = {p: ShallowPartition(part, p, models, ranges, [rows[p][0]], device, explain) for p, part in enumerate(parts)}
     in_process(shallow, num_layers)
-    return [(rows[p][1], *shallow[p].outputs[0]) for p in range(len(parts))]
+    return [(rows[p][1], shallow[p].outputs[0]) for p in range(len(parts))]
 
 
 def _inner_rows(part) -> tuple[torch.Tensor, torch.Tensor]:

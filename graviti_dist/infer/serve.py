@@ -48,6 +48,8 @@ class PredictRequest(BaseModel):
     tasks: list[Name] | None = Field(None, max_length=_MAX_TASKS, description="a subset of the model's node tasks (default: all)")
     node_type: Name | None = Field(None, description="needed only when an id exists under several node types")
     embedding: StrictBool = Field(False, description="also return each node's final embedding")
+    explain: StrictInt = Field(0, ge=0, description="also return each node's this many most attended in-neighbours "
+                               "(last-layer attention, heads averaged: raw id, node type, relation, weight, ts)")
 
 
 class PredictResponse(BaseModel):
@@ -138,15 +140,16 @@ class _JsonAnswers:
             entries = self.predictor.entries(found, self.all_tasks, False)
             self.table.update((item, orjson.dumps(entries[item[0]])) for item in found)
 
-    def is_quick(self, tasks: list[str] | None, embedding: bool) -> bool:
-        return tasks is None and not embedding
+    def is_quick(self, tasks: list[str] | None, embedding: bool, explain: int = 0) -> bool:
+        return tasks is None and not embedding and not explain
 
-    def answer(self, ids: list[str], tasks: list[str] | None, node_type: str | None, embedding: bool) -> bytes:
+    def answer(self, ids: list[str], tasks: list[str] | None, node_type: str | None, embedding: bool,
+               explain: int = 0) -> bytes:
         found, unknown = self.predictor.resolve(ids, node_type)
-        if self.is_quick(tasks, embedding):
+        if self.is_quick(tasks, embedding, explain):
             joined = b",".join(orjson.dumps(item[0]) + b":" + (self.table.get(item) or self.lazy(*item)) for item in found)
             return b'{"predictions":{' + joined + b'},"unknown":' + orjson.dumps(unknown) + b"}"
-        entries = self.predictor.entries(found, self.predictor.tasks_for(tasks), embedding)
+        entries = self.predictor.entries(found, self.predictor.tasks_for(tasks), embedding, explain)
         return orjson.dumps({"predictions": entries, "unknown": unknown})
 
 
@@ -172,6 +175,7 @@ def create_app(predictor: Predictor, max_ids: int = 1024, token: str | None = No
     def health() -> dict:
         """Liveness and what is loaded."""
         return {"status": "ok", "nodes": predictor.num_nodes, "tasks": sorted(predictor.tasks), "max_ids": max_ids,
+                "explain_max": predictor.explain_max,
                 "task_epochs": predictor.run.task_epoch}  # per-task selection: the epoch each task answers from
 
     @app.get("/docs", include_in_schema=False)
@@ -196,10 +200,12 @@ def create_app(predictor: Predictor, max_ids: int = 1024, token: str | None = No
         try:
             if tasks is not None:
                 predictor.tasks_for(tasks)  # unknown tasks: 422 before any work
-            if answers.is_quick(tasks, body.embedding) or len(ids) <= 64:
-                content = answers.answer(ids, tasks, body.node_type, body.embedding)
+            predictor.check_explain(body.explain)
+            args = (ids, tasks, body.node_type, body.embedding, body.explain)
+            if answers.is_quick(tasks, body.embedding, body.explain) or len(ids) <= 64:
+                content = answers.answer(*args)
             else:
-                content = await run_in_threadpool(answers.answer, ids, tasks, body.node_type, body.embedding)
+                content = await run_in_threadpool(answers.answer, *args)
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
         finally:
@@ -235,19 +241,21 @@ def server_config(app, read_timeout: float = 10.0, **options):
 
 def run_server(run: str, partitions: str, *, host: str = "127.0.0.1", port: int = 8000, max_ids: int = 1024,
                device: str = "cpu", token_file: str | None = None, read_timeout: float = 10.0,
-               select: str = "per_task") -> None:
+               select: str = "per_task", explain_max: int = 10) -> None:
     """Bind the port, load the run and partitions, then serve until interrupted. The port is taken
     first: a port in use or out of range is refused in a second, not after loading everything."""
     if max_ids < 1:
         raise FieldError("max_ids", f"must be at least 1, got {max_ids}")
     if not read_timeout > 0:
         raise FieldError("read_timeout", f"must be positive, got {read_timeout}")
+    if explain_max < 0:
+        raise FieldError("explain_max", f"must be 0 (no explanations) or more, got {explain_max}")
     token = _read_token(token_file)
     if token is None and host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s without a token: anyone who reaches it can query the model; pass --token-file "
                     "(or set GRAVITI_SERVE_TOKEN)", host)
     sock = _bind(host, port)
-    predictor = Predictor(run, partitions, device, select)
+    predictor = Predictor(run, partitions, device, select, explain_max)
     app = create_app(predictor, max_ids, token)
     # What start-up built lives as long as the service: out of the collector's sight, a full
     # collection no longer walks it in the middle of a request (1024-id p99 fell from 330 to 36 ms).

@@ -103,7 +103,9 @@ class GATLayer(nn.Module):
         aggregate_first = block.num_edges * heads * in_dim + block.num_dst * heads * in_dim * width
         return aggregate_first < project_first
 
-    def forward(self, block: Block, h: torch.Tensor) -> torch.Tensor:
+    def forward(self, block: Block, h: torch.Tensor, return_attention: bool = False):
+        """(num_dst, heads, out); with ``return_attention`` also each edge's attention per head
+        ((E, heads), summing to 1 over each destination's in-edges): what explanations read."""
         h = self.feat_drop(h)
         h_dst = h[: block.num_dst]
         heads, width = self.heads, self.out_dim
@@ -146,7 +148,7 @@ class GATLayer(nn.Module):
             out = out + self.bias.view(1, heads, width)
         if self.norm is not None:
             out = self.norm(out.reshape(-1, heads * width)).view(-1, heads, width)
-        return out
+        return (out, attn) if return_attention else out
 
 
 class GATEncoder(nn.Module):
@@ -191,6 +193,12 @@ class GATEncoder(nn.Module):
         inference calls once per layer over every node, instead of per sampled minibatch."""
         out = self.layers[i](block, h)
         return elu(out.flatten(1)) if i < len(self.layers) - 1 else out.mean(1)
+
+    def last_layer_with_attention(self, block: Block, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The last layer's embeddings and each edge's attention averaged over heads ((E,), summing to 1
+        over each destination's in-edges): the model's own account of which neighbours it listened to."""
+        out, attn = self.layers[-1](block, h, return_attention=True)
+        return out.mean(1), attn.mean(1)
 
 
 class MLPEncoder(nn.Module):

@@ -29,3 +29,16 @@ def release_free_memory() -> None:
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
+
+
+def peak_rss_gb() -> float | None:
+    """This process's peak resident memory (Linux's VmHWM; None elsewhere). Not ``ru_maxrss``: Linux
+    carries that across fork and exec, so a Ray worker would report its parent's peak."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 2**20, 3)
+    except OSError:
+        pass
+    return None

@@ -36,11 +36,13 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None = None, *, num_cpus: int | None = None, num_threads: int | None = None) -> Iterator[None]:
+def ray_session(address: str | None = None, *, num_cpus: int | None = None, num_threads: int | None = None,
+                dashboard: bool = False) -> Iterator[None]:
     """Join the cluster at ``address`` or start a local Ray on loopback; shut down only what we started.
 
     If Ray is already initialised in this process (a test session, a Ray job
-    driver), it is reused as is.
+    driver), it is reused as is. ``dashboard`` starts a local Ray with its dashboard (on
+    127.0.0.1), which serves Ray's State API: what Ray Train needs to free a stopped run's workers.
     """
     import ray  # here, not at module level: callers that run without Ray never pay for or need it
 
@@ -60,7 +62,9 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None, num_
         kwargs.pop("runtime_env")
     local = address in (None, "local")
     if local:
-        kwargs.update(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False)
+        kwargs.update(num_cpus=num_cpus or os.cpu_count(), include_dashboard=dashboard)
+        if dashboard:
+            kwargs["dashboard_host"] = "127.0.0.1"
     else:
         _check_reachable(address)
         _warn_if_open(address)

@@ -90,7 +90,8 @@ def _errors(exc: ValidationError, source: str) -> GravitiError:
     return GravitiError(f"{source}: invalid training config:\n" + "\n".join(lines))
 
 
-def _set(tree: dict, dotted: str, value) -> None:
+def set_dotted(tree: dict, dotted: str, value) -> None:
+    """``tree[a][b] = value`` for ``dotted`` ``a.b`` (a --set or a search-space key)."""
     keys = dotted.split(".")
     node = tree
     for key in keys[:-1]:
@@ -125,7 +126,7 @@ def load_train_config(path: str | Path | None, overrides: list[str] = (), base: 
             problem = str(getattr(exc, "problem", None) or exc).strip()
             raise GravitiError(f"--set {item!r}: the value is not valid YAML ({problem}); quote a string value, "
                                "e.g. --set 'name=\"a[b\"'") from None
-        _set(raw, key, parsed)
+        set_dotted(raw, key, parsed)
     try:
         return TrainConfig.model_validate(raw)
     except ValidationError as exc:

@@ -214,6 +214,7 @@ def _select(config: TrainConfig, core: MultiTaskModel, metrics: dict, state: Tra
     """Keep the model if its validation score is the best so far; whether early stopping says stop."""
     record.update(_flat("val/", metrics))
     score = _score(config, metrics)
+    record["val_score"] = score  # what graviti tune's scheduler compares trials on
     if state.best is None or score > state.best[0]:
         state.best, state.stale = (score, epoch), 0
         state.best_state = {k: v.detach().clone() for k, v in core.state_dict().items()}
@@ -397,7 +398,8 @@ def _run_trainer(config: TrainConfig, build: RunDir) -> None:
         run_config=RunConfig(storage_path=str(build.ray_storage), name=RAY_RUN_NAME,
                              # every epoch checkpoints; without a limit a long run fills the disk
                              checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints),
-                             failure_config=FailureConfig(max_failures=config.max_failures)),
+                             failure_config=FailureConfig(max_failures=config.max_failures),
+                             callbacks=_tune_callbacks()),
     )
     try:
         result = trainer.fit()
@@ -405,6 +407,17 @@ def _run_trainer(config: TrainConfig, build: RunDir) -> None:
         raise _training_failure(exc) from None
     if getattr(result, "error", None) is not None:
         raise _training_failure(result.error)
+
+
+def _tune_callbacks() -> list:
+    """Inside a ``graviti tune`` trial, Ray's callback that forwards each epoch's report to Tune."""
+    from ray.tune.trainable.trainable_fn_utils import _in_tune_session
+
+    if not _in_tune_session():
+        return []
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    return [TuneReportCallback()]
 
 
 def check_resources(config: TrainConfig, cluster: dict[str, float]) -> None:

@@ -104,12 +104,14 @@ def test_inspect_json_into_a_new_folder_creates_it(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["infer", "RUN", "--partitions", "P", "--out", "O", "--top-k", "0"], "--top-k must be at least 1, got 0"),
+    (["infer", "RUN", "--partitions", "P", "--out", "O", "--top-k", "-1"], "--top-k must be 0 (no recommendations) or more, got -1"),
+    (["infer", "RUN", "--partitions", "P", "--out", "O", "--explain", "-2"], "--explain must be 0 (none) or more, got -2"),
     (["infer", "RUN", "--partitions", "P", "--out", "O", "--num-actors", "-1"], "--num-actors must be at least 1, got -1"),
     (["infer", "RUN", "--partitions", "P", "--out", "O", "--threads-per-actor", "0"], "--threads-per-actor must be at least 1"),
     (["serve", "RUN", "--partitions", "P", "--port", "70000"], "--port must be between 1 and 65535, got 70000"),
     (["serve", "RUN", "--partitions", "P", "--max-ids", "0"], "--max-ids must be at least 1, got 0"),
     (["serve", "RUN", "--partitions", "P", "--read-timeout", "0"], "--read-timeout must be positive, got 0.0"),
+    (["serve", "RUN", "--partitions", "P", "--explain-max", "-1"], "--explain-max must be 0 (no explanations) or more, got -1"),
 ])
 def test_numeric_flags_out_of_range_are_refused_before_any_work(tmp_path, capsys, flags, message):
     flags = [str(tmp_path / f) if f in ("RUN", "P", "O") else f for f in flags]  # none of them exists

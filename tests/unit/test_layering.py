@@ -107,7 +107,8 @@ def test_crawl_and_model_stay_free_of_heavy_dependencies():
 
 def test_only_the_modules_that_start_or_use_ray_import_it():
     ray_users = {"graviti_dist.runtime.ray_cluster", "graviti_dist.partition.build", "graviti_dist.partition.read",
-                 "graviti_dist.partition.write", "graviti_dist.train.trainer", "graviti_dist.train.rendezvous", "graviti_dist.infer.batch", "graviti_dist.demo",
+                 "graviti_dist.partition.write", "graviti_dist.train.trainer", "graviti_dist.train.rendezvous", "graviti_dist.train.tune",
+                 "graviti_dist.infer.batch", "graviti_dist.demo",
                  "graviti_dist.sampling.ray_store"}
     importers = {m for m, p in MODULES.items() if any(n == "ray" or n.startswith("ray.") for n in _imports(p))}
     assert importers == ray_users
