@@ -3,7 +3,8 @@
 ``config`` parses and validates a TrainConfig (no torch needed); ``loop`` is the one epoch loop
 (``fit_local`` in one process, the Ray Train worker in ``trainer``); ``run_dir`` owns the run
 directory's files; ``metrics`` computes exact metrics across workers; ``plots`` draws a run;
-``tune`` is ``graviti tune``, a search over settings with trials that are runs (Ray Tune).
+``tune`` is ``graviti tune``, a search over settings with trials that are runs (Ray Tune);
+``tracking`` sends a run to MLflow and TensorBoard.
 Names resolve on first use (``runtime.faces``): parsing a config imports neither Ray nor torch.
 """
 

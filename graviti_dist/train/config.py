@@ -53,6 +53,13 @@ class EarlyStopping(_Strict):
     patience: int = Field(3, ge=1)
 
 
+class TrackingConfig(_Strict):
+    mlflow: str | None = Field(None, description="an MLflow tracking URI (sqlite:///mlflow.db, http://HOST:5000); "
+                                                 "needs the tracking extra")
+    tensorboard: str | None = Field(None, description="a TensorBoard log directory; needs the tracking extra")
+    experiment: str = Field("graviti", min_length=1, description="the MLflow experiment the run is logged under")
+
+
 class TrainConfig(_Strict):
     partitions: str = Field(description="a partition set from graviti partition")
     out: str = Field("runs/train", description="run directory: config, epoch records, plots, checkpoints (train/run_dir.py)")
@@ -75,6 +82,8 @@ class TrainConfig(_Strict):
                             "through the graph store on Ray, for sets with a shallower halo; auto: remote only then")
     eval_every: int = Field(1, ge=1)
     early_stopping: EarlyStopping | None = None
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig,
+                                     description="experiment tracking: the config, each epoch's record, the test metrics")
     seed: int = 0
     max_failures: int = Field(0, ge=0, description="Ray Train restarts after a worker dies")
     keep_checkpoints: int = Field(2, ge=1, description="newest Ray Train checkpoints kept (each holds the best model so far)")

@@ -42,8 +42,10 @@ def epoch_line(record: dict, epochs: int, metric: str | None = None) -> str:
 class EpochPrinter:
     """Prints the run's new epoch records every ``interval_s`` until stopped (a context manager)."""
 
-    def __init__(self, run: RunDir, epochs: int, metric: str | None, first_epoch: int = 0, interval_s: float = 0.5):
+    def __init__(self, run: RunDir, epochs: int, metric: str | None, first_epoch: int = 0, interval_s: float = 0.5,
+                 on_record=None):
         self.run, self.epochs, self.metric, self.interval_s = run, epochs, metric, interval_s
+        self.on_record = on_record  # called with each new record after its line (experiment tracking)
         self.seen = first_epoch
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._follow, name="graviti-epochs", daemon=True)
@@ -74,3 +76,5 @@ class EpochPrinter:
                 self.seen = record["epoch"] + 1
                 self.bar.update(1)
                 tqdm.write(epoch_line(record, self.epochs, self.metric), file=sys.stderr)
+                if self.on_record is not None:
+                    self.on_record(record)

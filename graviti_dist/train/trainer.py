@@ -48,6 +48,7 @@ from graviti_dist.train.loop import EpochTotals, build_model, check_finite_losse
 from graviti_dist.train.metrics import SELECTION_METRIC, torch_distributed_gather
 from graviti_dist.train.plots import plot_run
 from graviti_dist.train.rendezvous import NodeAddressTorchConfig
+from graviti_dist.train.tracking import RunTracker, check_tracking
 from graviti_dist.train.run_dir import (CHECKPOINT, RAY_RUN_NAME, RunDir, RunLock, Selection, TaskChoice, TrainingState,
                                         driver_holds_lock, lock_path)
 
@@ -352,6 +353,7 @@ def fit(config: TrainConfig, *, address: str | None = None, overwrite: bool = Fa
     is locked for the driver's lifetime (a second training into it is refused).
     """
     manifest = check_against_partitions(config)
+    check_tracking(config.tracking)
     run = RunDir(Path(config.out).absolute())
     mode = sampling_mode(config, manifest)
     if mode == "remote":
@@ -378,8 +380,15 @@ def _train_into(config: TrainConfig, run: RunDir) -> None:
             build.remove_checkpoints()  # an unfinished run's checkpoints must not be restored into this one
             build.remove_selection()  # nor its per-task weights offered with this run's best_model.pt
         metric = config.early_stopping.metric if config.early_stopping else None
-        with EpochPrinter(build, config.epochs, metric, first_epoch=len(build.read_records())):
-            _run_trainer(config, build)
+        tracker = RunTracker(config)
+        try:
+            with EpochPrinter(build, config.epochs, metric, first_epoch=len(build.read_records()),
+                              on_record=tracker.epoch):
+                _run_trainer(config, build)
+        except BaseException:
+            tracker.finish(None, ok=False)
+            raise
+        tracker.finish(build.read_test_metrics(), ok=True)
         plot_run(build)
     except BaseException:
         if config.build_dir:

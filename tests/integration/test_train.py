@@ -31,7 +31,8 @@ def test_two_workers_train_jointly_and_stay_in_sync(two_parts, tmp_path):
                  "model.heads=2", "batch_size=256", "tasks=[interest, influence, is_bot, is_rumor]",
                  "task_weights={is_rumor: 0.5}"]
     config_file = tmp_path / "train.yaml"
-    config_file.write_text("balancing: uncertainty\n")
+    config_file.write_text(f"balancing: uncertainty\ntracking:\n  mlflow: sqlite:///{tmp_path / 'mlflow.db'}\n"
+                           f"  tensorboard: {tmp_path / 'tb'}\n")
     command = [sys.executable, "-m", "graviti_dist.train", str(config_file)] + [a for o in overrides for a in ("--set", o)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -55,6 +56,26 @@ def test_two_workers_train_jointly_and_stay_in_sync(two_parts, tmp_path):
     assert (tmp_path / "run" / "config.yaml").exists() and (tmp_path / "run" / "best_model.pt").exists()
     # one checkpoint per epoch, but only the newest keep_checkpoints (2) stay on disk
     assert len(list((tmp_path / "run" / "ray").glob("**/checkpoint_*/state.pt"))) == 2
+    _tracked_runs_read_back(tmp_path, records, test_metrics)
+
+
+def _tracked_runs_read_back(tmp_path, records, test_metrics):
+    """The run as MLflow's and TensorBoard's own readers see it: config, every epoch, test metrics."""
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("graviti").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.params["model.hidden"] == "16"
+    history = client.get_metric_history(run.info.run_id, "val/interest/accuracy")
+    assert [(m.step, m.value) for m in history] == [(r["epoch"], r["val/interest/accuracy"]) for r in records]
+    assert run.data.metrics["test/interest/accuracy"] == pytest.approx(test_metrics["interest"]["accuracy"])
+    (log_dir,) = (tmp_path / "tb").iterdir()
+    events = EventAccumulator(str(log_dir)).Reload()
+    assert [(e.step, e.value) for e in events.Scalars("loss/interest")] == \
+        [(r["epoch"], pytest.approx(r["loss/interest"])) for r in records]
+    (config_text,) = events.Tensors("config/text_summary")
+    assert b"hidden: 16" in config_text.tensor_proto.string_val[0]
 
 
 def test_config_errors_name_the_field(two_parts, tmp_path, capsys):
