@@ -20,7 +20,7 @@ from graviti_dist.errors import FieldError
 from graviti_dist.infer.halo_exchange import ShallowPartition, in_process, run_layers
 from graviti_dist.infer.explain import RawIds, explanation_table
 from graviti_dist.infer.layerwise import (NodeOutputs, needs_exchange, original_units, predict_selected, raw_ids_of_inner,
-                                          selected_models)
+                                          selected_model_count, selected_models)
 from graviti_dist.infer.predictions import Predictions, list_column
 from graviti_dist.infer.recommend import write_recommendations
 from graviti_dist.partition import PartitionSet, TaskInfo
@@ -184,8 +184,7 @@ def _exchange_with_ray(part_dir: Path, run: TrainedRun, run_ref, tmp: Path, num_
     share = min(1.0, int(cpus * 100 / num_parts) / 100) or 0.01
     actor = ray.remote(num_cpus=share, num_gpus=min(1.0, 1 / num_parts) if device == "cuda" else 0)(ShallowInference)
     parts = {p: actor.remote(str(part_dir), p, run_ref, device, threads, explain) for p in range(num_parts)}
-    num_models = 1 + len(set(run.task_epoch.values()))
-    run_layers(parts, num_models, len(run.config.model.fanouts),
+    run_layers(parts, selected_model_count(run), len(run.config.model.fanouts),
                lambda h, name, *args: getattr(h, name).remote(*args), ray_get)
     return ray_get([h.write.remote(str(tmp)) for h in parts.values()])
 

@@ -41,6 +41,11 @@ def trained_model(run: TrainedRun, part: WorkerPartition, device: torch.device |
     return model.to(device).eval()
 
 
+def selected_model_count(run: TrainedRun) -> int:
+    """How many models :func:`selected_models` returns for ``run``, without loading them."""
+    return 1 + len(set(run.task_epoch.values()))
+
+
 def selected_models(run: TrainedRun, part: WorkerPartition, device: torch.device | str = "cpu"
                     ) -> list[tuple[MultiTaskModel, list[str] | None]]:
     """(model, the node tasks it answers): first the summed selection's model, for the embedding,
