@@ -127,6 +127,18 @@ def test_a_store_killed_mid_epoch_is_restarted_and_training_goes_on(synthetic_se
     assert [r["epoch"] for r in records] == list(range(7)) and "interest" in outcome["metrics"]
 
 
+def _wait_for_alive_nodes(address: str, count: int, env: dict, timeout_s: float) -> None:
+    """Until the cluster at ``address`` lists ``count`` alive nodes (the job must not start on the head alone)."""
+    probe = f"import ray; ray.init(address={address!r}, logging_level='ERROR'); print(sum(n['Alive'] for n in ray.nodes()))"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+        if result.returncode == 0 and result.stdout.strip().splitlines()[-1:] == [str(count)]:
+            return
+        time.sleep(2)
+    raise AssertionError(f"the cluster at {address} never had {count} alive nodes")
+
+
 @pytest.mark.ray_cluster
 @pytest.mark.timeout(900)
 def test_two_ray_nodes_serve_a_four_part_one_hop_set(synthetic_sets, full_halo_run, tmp_path, ray_local):
@@ -141,7 +153,7 @@ def test_two_ray_nodes_serve_a_four_part_one_hop_set(synthetic_sets, full_halo_r
     try:
         wait_for(f"http://127.0.0.1:{dashboard}/api/version", 120)
         nodes.append(ray_node([f"--address=127.0.0.1:{port}", "--resources={\"node_b\": 1}"], env))
-        time.sleep(10)  # the second raylet registers with the head
+        _wait_for_alive_nodes(f"127.0.0.1:{port}", 2, env, timeout_s=180)  # a fixed 10 s lost the race under CI load
         out = tmp_path / "run"
         submit = [str(REPO / "launch" / "submit_train.sh"), f"http://127.0.0.1:{dashboard}", str(REPO / "launch" / "train.example.yaml"),
                   *(a for s in _settings(synthetic_sets / "hops1", out, "early_stopping=null") for a in ("--set", s))]
