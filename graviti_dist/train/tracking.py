@@ -47,7 +47,7 @@ class _MlflowSink:
         run = self.client.create_run(experiment_id, run_name=Path(config.out).name,
                                      tags={"graviti.run_id": config.run_id or "", "graviti.out": config.out})
         self.run_id = run.info.run_id
-        params = numeric_or_text(config.model_dump(mode="json", exclude={"tracking", "build_dir", "resume_from"}))
+        params = flat_params(config.model_dump(mode="json", exclude={"tracking", "build_dir", "resume_from"}))
         for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in list(params.items())[start:start + 100]])
 
@@ -82,13 +82,13 @@ class _TensorBoardSink:
         self.writer.close()
 
 
-def numeric_or_text(tree: dict, prefix: str = "") -> dict[str, str]:
+def flat_params(tree: dict, prefix: str = "") -> dict[str, str]:
     """A config as flat MLflow params: dotted names, as ``--set`` spells them."""
     out: dict[str, str] = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict) and value:
-            out.update(numeric_or_text(value, name + "."))
+            out.update(flat_params(value, name + "."))
         else:
             out[name] = str(value)[:6000]  # MLflow's limit on a param value
     return out
