@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -308,10 +309,19 @@ def build_parser() -> argparse.ArgumentParser:
 def _flag_words(exc: GravitiError, parser: argparse.ArgumentParser, command: str) -> str:
     """The error's message, with a field the command has a flag for named as that flag
     (``num_parts must be...`` -> ``--num-parts must be...``); the library speaks in field names."""
+    options = _options(parser, command)
+
+    def as_flag(name: str) -> str | None:
+        flag = "--" + name.replace("_", "-")
+        return flag if flag in options else None
+
+    # "pass overwrite to replace it" names a switch by its field too: spell it as the flag.
+    text = re.sub(r"\b(pass|or) ([a-z_]+) to\b", lambda m: f"{m[1]} {as_flag(m[2]) or m[2]} to",
+                  exc.text if isinstance(exc, FieldError) else str(exc))
     if not isinstance(exc, FieldError):
-        return str(exc)
-    flag = "--" + exc.field.replace("_", "-")
-    return f"{flag} {exc.text}" if flag in _options(parser, command) else str(exc)
+        return text
+    flag = as_flag(exc.field)
+    return f"{flag or exc.field} {text}"
 
 
 def _options(parser: argparse.ArgumentParser, command: str | None = None) -> set[str]:

@@ -164,23 +164,38 @@ def wait_for(url: str, seconds: float) -> None:
 
 class ListenWatcher:
     """Collects, until stopped, every listening socket of ``pid``'s process tree (polled): what a
-    command that starts a local Ray opened, to check it all stays on loopback."""
+    command that starts a local Ray opened, to check it all stays on loopback. With ``marker``
+    (an environment variable's name and value) it watches instead every process on the machine
+    whose environment carries it: that also finds daemons that left the tree (a ``setsid`` Ray head)."""
 
-    def __init__(self, pid: int, interval_s: float = 0.3):
+    def __init__(self, pid: int | None = None, interval_s: float = 0.3, marker: tuple[str, str] | None = None):
         import threading
 
-        self.pid, self.interval_s, self.seen = pid, interval_s, set()
+        self.pid, self.marker, self.interval_s, self.seen = pid, marker, interval_s, set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
         self._thread.start()
+
+    def _processes(self) -> list:
+        import psutil
+
+        if self.marker is None:
+            root = psutil.Process(self.pid)
+            return [root, *root.children(recursive=True)]
+        key, value = self.marker
+        found = []
+        for proc in psutil.process_iter():
+            with contextlib.suppress(psutil.Error):
+                if proc.environ().get(key) == value:
+                    found.append(proc)
+        return found
 
     def _poll(self) -> None:
         import psutil
 
         while not self._stop.is_set():
             try:
-                root = psutil.Process(self.pid)
-                for proc in [root, *root.children(recursive=True)]:
+                for proc in self._processes():
                     with contextlib.suppress(psutil.Error):
                         self.seen |= {(proc.name(), c.laddr.ip, c.laddr.port) for c in proc.net_connections("inet")
                                       if c.status == psutil.CONN_LISTEN}

@@ -57,7 +57,8 @@ def test_import_refuses_existing_output(tmp_path, datasets, capsys):
     out = tmp_path / "crawl"
     out.mkdir()
     assert main(["import", "nba", str(datasets / "nba"), "--out", str(out)]) == 2
-    assert "already exists" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "already exists" in err and "pass --overwrite to replace it" in err  # the flag, not the field name
 
 
 def test_nba_unknown_salary_is_unlabelled(tmp_path, datasets):
