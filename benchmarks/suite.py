@@ -1,7 +1,9 @@
 """``graviti bench``: prepare a graph, measure trainer throughput, write JSON + table + plots.
 
 Usage: graviti bench [--device cpu|cuda] [--graph synthetic-1m|synthetic-10m|twitch|PATH] [--workers 1,2]
-                     [--repeat N] [--steps N] [--quick] [--suite] [--out DIR]
+                     [--repeat N] [--steps N] [--product-epochs N] [--quick] [--suite] [--out DIR]
+On the CPU it also runs ``graviti train`` itself with each worker count (``product_path.py``):
+what users get, next to the harness and the baselines of the same run.
 ``--quick`` runs a tiny graph in well under a minute (the test suite uses it); ``--suite`` also
 runs the generation, partition and encoder benchmarks with their defaults (the whole CPU suite).
 Graphs and partitions are cached under ``--workdir`` (default /tmp/graviti-bench).
@@ -20,11 +22,12 @@ import torch
 
 from benchmarks import bench_train as bt
 from benchmarks._meta import DEFAULT_DATASETS, RESULTS, environment, write_whole
+from benchmarks.product_path import product_path
 from graviti_dist.errors import GravitiError
 from graviti_dist.partition import PartitionSet, read_manifest
 
 SYNTHETIC_USERS = {"synthetic-1m": 24_000, "synthetic-10m": 244_000, "quick": 1_500}  # ~41 crawl edges per user
-QUICK = {"graph": "quick", "steps": 2, "repeat": 1, "batch": 256}
+QUICK = {"graph": "quick", "steps": 2, "repeat": 1, "batch": 256, "product_epochs": 2}
 
 
 def prepare(graph: str, workdir: Path, datasets: Path, part_counts: set[int]) -> tuple[Path, dict[int, Path]]:
@@ -68,6 +71,8 @@ def run(args: argparse.Namespace) -> dict:
     workers = sorted({int(w) for w in str(args.workers).split(",")})
     if workers[0] < 1:
         raise GravitiError("--workers: worker counts must be at least 1")
+    if args.product_epochs < 0:
+        raise GravitiError(f"--product-epochs: must be 0 (skip) or more, got {args.product_epochs}")
     rounds = bt.RoundSpec(steps=args.steps, batch=args.batch, repeat=args.repeat)
     threads = args.threads or bt.os_threads()
     started = time.perf_counter()
@@ -88,6 +93,14 @@ def run(args: argparse.Namespace) -> dict:
         scaling[str(w)] = bt.multi_worker(parts[w], w, rounds, threads)
     for w, entry in scaling.items():
         entry["efficiency"] = round(entry["seeds_per_s"] / scaling["1"]["seeds_per_s"], 3)
+    product = {}
+    if device.type == "cpu" and args.product_epochs:
+        node_tasks = [t.name for t in manifest.node_tasks]
+        product = product_path(parts, node_tasks, workers, threads, rounds.batch, args.product_epochs)
+        _compare_product(product, single["systems"])
+    elif device.type == "cuda":
+        notes.append("graviti train itself on CUDA (the product path) needs Ray on the GPU machine; the harness figures "
+                     "above are the worker loop without Ray Train")
     return {
         "benchmark": "train", "device": str(device), "kernels": single["kernels"], "threads": threads,
         "sampler_workers": sampler_workers,
@@ -96,9 +109,20 @@ def run(args: argparse.Namespace) -> dict:
         "model": {"layers": len(bt.FANOUTS), "heads": bt.HEADS, "hidden": bt.HIDDEN, "fanouts": list(bt.FANOUTS),
                   "batch": rounds.batch},
         "rounds": {"steps": rounds.steps, "repeat": rounds.repeat, "warmup_rounds": 1},
-        "systems": single["systems"], "breakdown_ms": single["breakdown_ms"], "scaling": scaling, "notes": notes,
+        "systems": single["systems"], "breakdown_ms": single["breakdown_ms"], "scaling": scaling, "product": product,
+        "notes": notes,
         "wall_s": round(time.perf_counter() - started, 1),
     }
+
+
+def _compare_product(product: dict[str, dict], systems: dict) -> None:
+    """Each ``graviti train`` run against the harness and the baselines measured in the same benchmark
+    run; the 1-worker run is the like-for-like one (the harness's 'ours' is one process, all threads)."""
+    for entry in product.values():
+        rate = entry["seeds_per_s"]
+        entry["vs_harness"] = round(rate / systems["ours"]["seeds_per_s"], 3)
+        entry["vs"] = {name: round(rate / e["seeds_per_s"], 3) for name, e in systems.items() if name != "ours"}
+        entry["vs_1_worker"] = round(rate / product[min(product, key=int)]["seeds_per_s"], 3)
 
 
 # --- output ----------------------------------------------------------------------------------------
@@ -124,6 +148,9 @@ def check_result(payload: dict) -> None:
     for w, entry in payload["scaling"].items():
         if set(entry["breakdown_ms"]) != set(bt.PHASES) or not entry["seeds_per_s"] > 0:
             raise ValueError(f"scaling.{w} is incomplete")
+    for w, entry in payload.get("product", {}).items():
+        if not entry["seeds_per_s"] > 0 or entry["workers"] != int(w) or "vs_harness" not in entry:
+            raise ValueError(f"product.{w} is incomplete")
     for key in ("commit", "machine", "versions"):
         if key not in payload["environment"]:
             raise ValueError(f"environment lacks {key!r}")
@@ -152,12 +179,30 @@ def markdown(payload: dict) -> str:
     for w, e in payload["scaling"].items():
         rows.append(f"| {w} x {e['threads_per_worker']} threads | " + " | ".join(f"{e['breakdown_ms'][p]:.1f}" for p in bt.PHASES)
                     + f" | {e['seeds_per_s']:,.0f} | {e['efficiency']:.0%} |")
+    rows += _product_rows(payload.get("product", {}))
     rows += ["", *(f"- {n}" for n in payload["notes"])] if payload["notes"] else []
     m, v = env["machine"], env["versions"]
     rows += ["", f"Measured {env['date'][:10]} at commit `{env['commit'][:12]}` on {m['cpu']}, {m['cores']} cores"
                  f"{', GPU ' + m['gpu'] if m.get('gpu') else ''}; torch {v['torch']}, DGL {v['dgl']}, "
                  f"PyG {v.get('torch_geometric')}; kernels: {payload['kernels']}."]
     return "\n".join(rows) + "\n"
+
+
+def _product_rows(product: dict) -> list[str]:
+    if not product:
+        return []
+    others = sorted({name for e in product.values() for name in e["vs"]})
+    rows = ["", "What users run: `graviti train` itself (Ray Train, DDP, run directory; same model, batch and partitions), "
+                "seeds/s from its own `metrics.jsonl`, median of the epochs after the first:", "",
+            "| `graviti train` | seeds/s | spread | first epoch | steps/epoch | whole command | vs harness | "
+            + " | ".join(f"vs {n}" for n in others) + " | vs 1 worker |",
+            "|---|" + "---|" * (6 + len(others) + 1)]
+    for w, e in product.items():
+        rows.append(f"| {w} x {e['threads_per_worker']} threads | {e['seeds_per_s']:,.0f} | {e['spread'][0]:,.0f}-"
+                    f"{e['spread'][1]:,.0f} | {e['first_epoch_seeds_per_s']:,.0f} | {e['steps_per_epoch']} | "
+                    f"{e['wall_s']:.0f} s ({e['epochs']} epochs) | {e['vs_harness']:.2f}x | "
+                    + " | ".join(f"{e['vs'][n]:.2f}x" for n in others) + f" | {e['vs_1_worker']:.0%} |")
+    return rows
 
 
 def plot(payload: dict, stem: Path) -> list[Path]:
@@ -168,12 +213,16 @@ def plot(payload: dict, stem: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     paths = []
-    names = list(payload["systems"])
-    values = [payload["systems"][n]["seeds_per_s"] for n in names]
-    errors = [[max(0.0, v - payload["systems"][n]["spread"][0]) for n, v in zip(names, values)],
-              [max(0.0, payload["systems"][n]["spread"][1] - v) for n, v in zip(names, values)]]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.bar(names, values, yerr=errors, capsize=4, color=["tab:green", "tab:blue", "tab:orange"][: len(names)])
+    bars = {f"{n} (harness)" if n == "ours" else n: e for n, e in payload["systems"].items()}
+    bars |= {f"graviti train\n{w} worker{'s' if w != '1' else ''}": e for w, e in payload.get("product", {}).items()}
+    names = list(bars)
+    values = [bars[n]["seeds_per_s"] for n in names]
+    errors = [[max(0.0, v - bars[n]["spread"][0]) for n, v in zip(names, values)],
+              [max(0.0, bars[n]["spread"][1] - v) for n, v in zip(names, values)]]
+    colours = {"dgl": "tab:blue", "pyg": "tab:orange"}
+    fig, ax = plt.subplots(figsize=(7.5, 3.5))
+    ax.bar(names, values, yerr=errors, capsize=4, color=[colours.get(n, "tab:green") for n in names])
+    ax.tick_params(axis="x", labelsize=7)
     ax.set(ylabel="training seeds / s", title=f"trainer throughput, {payload['graph']['name']}, {payload['device']}")
     fig.tight_layout()
     paths.append(stem.with_name(stem.name + "-throughput.png"))
@@ -243,6 +292,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=bt.BATCH)
     p.add_argument("--threads", type=int, help="total threads (default: the CPUs this process may use)")
     p.add_argument("--sampler-workers", type=int, help="sampling processes for ours (default 0: in the training process)")
+    p.add_argument("--product-epochs", type=int, default=4,
+                   help="epochs of `graviti train` itself per worker count (CPU; the first is warm-up; 0 skips it)")
     p.add_argument("--quick", action="store_true", help="tiny graph, 1 round of 2 steps: checks the pipeline in under a minute")
     p.add_argument("--suite", action="store_true", help="also run the generation, partition and encoder benchmarks")
     p.add_argument("--out", type=Path, default=RESULTS, help="where JSON, table and plots go (default benchmarks/results)")

@@ -20,6 +20,11 @@ def test_quick_bench_writes_results_that_pass_the_schema(tmp_path, capsys):
     payload = json.loads((out / "train-cpu-quick.json").read_text())
     check_result(payload)
     assert {"ours", "dgl"} <= set(payload["systems"]) and set(payload["scaling"]) == {"1", "2"}
+    # graviti train itself ran with 1 and 2 workers, and is compared with the same run's harness and DGL
+    product = payload["product"]
+    assert set(product) == {"1", "2"} and all(e["epochs"] == 2 and e["vs"]["dgl"] > 0 for e in product.values())
+    assert product["2"]["threads_per_worker"] == max(1, payload["threads"] // 2)
+    assert "| 2 x " in (out / "train-cpu-quick.md").read_text().split("What users run")[1]
     assert payload["environment"]["versions"]["dgl"] == "2.1.0"
     for suffix in ("throughput", "breakdown", "scaling"):
         assert (out / f"train-cpu-quick-{suffix}.png").stat().st_size > 1000

@@ -29,3 +29,15 @@ def test_a_non_finite_training_loss_stops_the_run_naming_task_and_epoch():
         check_finite_losses({"a": 0.5, "b": float("nan")}, 3)
     with pytest.raises(GravitiError, match="a is inf"):
         check_finite_losses({"a": float("inf")}, 0)
+
+
+def test_model_settings_reach_the_encoder_and_shape_the_checkpoint():
+    """model.residual (the benchmark's like-for-like model turns it off) reaches the encoder, and a
+    resumed run may not change it: the residual maps are weights of the checkpoint."""
+    from graviti_dist.train.config import encoder_config, resume_conflicts
+
+    plain = load_train_config(None, ["partitions=p", "model.residual=false", "model.layer_norm=false"])
+    assert encoder_config(plain).residual is False and encoder_config(plain).layer_norm is False
+    default = load_train_config(None, ["partitions=p"])
+    assert encoder_config(default).residual is True
+    assert any("model.residual" in c for c in resume_conflicts(default, plain))
