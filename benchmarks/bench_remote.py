@@ -16,7 +16,9 @@ Inference: ``graviti infer`` itself (Ray actors; over the 1-hop sets the partiti
 rows per layer) and ``graviti serve``'s start-up on synthetic-1m's two sets, and ``graviti infer``
 on the 10M-edge crawl's 1-hop set, with the run trained on synthetic-1m's full-halo set.
 Usage: python -m benchmarks.bench_remote [--users 250000] [--parts 8] [--two-hops] [--rounds 2] [--workdir DIR]
-       [--only footprint|throughput|inference]
+       [--only footprint|throughput|sharing|inference]
+Sharing: a training worker and the store serving its partition (part 0 of the 1-hop set), each with a
+private copy against one copy in Ray's object store that both read; unique memory of each process.
 """
 
 from __future__ import annotations
@@ -174,6 +176,89 @@ def throughput(workdir: Path, rounds: int, epochs: int, users: int) -> dict:
     return out
 
 
+SHARING = """
+import json
+import time
+import psutil
+import ray
+from graviti_dist.runtime.ray_cluster import ray_session
+from graviti_dist.sampling import load_worker_partition, load_shared, start_stores
+from graviti_dist.sampling.worker_partition import partition_arrays
+
+
+@ray.remote(num_cpus=1)
+class Worker:
+    \"\"\"What a training worker does before its first step: load its partition, start the store serving it.\"\"\"
+
+    def setup(self, parts, part_id, shared):
+        self.refs = []
+        if shared:
+            ref, part = load_shared(parts, part_id)
+            self.refs.append(ref)
+        else:
+            part = load_worker_partition(parts, part_id)
+        self.bytes = sum(a.nbytes for a in _arrays(partition_arrays(part)))
+        self.part = part
+        self.stores = start_stores(parts, [part_id], f"memory-{{shared}}", self.refs if shared else None)
+        return True
+
+    def memory(self):
+        out = {{"partition_gb": self.bytes / 2**30}}
+        for name, pid in (("worker", None), ("store", ray.get(self.stores[0].pid.remote()))):
+            info = psutil.Process(pid).memory_full_info()
+            out[name] = {{"uss_gb": info.uss / 2**30, "pss_gb": info.pss / 2**30, "rss_gb": info.rss / 2**30}}
+        return out
+
+
+def _arrays(value):
+    import dataclasses
+    import numpy as np
+    if isinstance(value, np.ndarray):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _arrays(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _arrays(v)
+    elif dataclasses.is_dataclass(value):
+        for f in dataclasses.fields(value):
+            yield from _arrays(getattr(value, f.name))
+
+
+def used_gb():
+    # The machine's memory in use, shared memory (Ray's object store) included, page cache not.
+    return (psutil.virtual_memory().total - psutil.virtual_memory().available) / 2**30
+
+
+with ray_session(num_cpus=2):
+    results = {{}}
+    for shared in (False, True):
+        time.sleep(5)  # the previous mode's processes and objects are gone
+        before = used_gb()
+        worker = Worker.remote()
+        ray.get(worker.setup.remote({parts!r}, {part_id}, shared))
+        results["shared" if shared else "private"] = ray.get(worker.memory.remote())
+        results["shared" if shared else "private"]["machine_gb"] = used_gb() - before
+        ray.kill(worker)
+print(json.dumps(results))
+"""
+
+
+def sharing(set_dir: Path, part_id: int = 0) -> dict:
+    """A training worker and the store serving its partition, on one node: memory with a private copy
+    each (how stores started) against one copy in Ray's object store that both read."""
+    # node_gb: what the machine's memory in use grew by while a fresh worker loaded the partition and
+    # started its store: both processes, and the object store's shared pages counted once (per-process
+    # USS cannot tell: a shared page touched by one process alone counts as its own).
+    measured = _run_json(SHARING.format(parts=str(set_dir), part_id=part_id))
+    for m in measured.values():
+        m["node_gb"] = round(m.pop("machine_gb"), 3)
+    measured["set"], measured["part"] = set_dir.name, part_id
+    print(json.dumps({"sharing": measured}), flush=True)
+    return measured
+
+
 SERVE_START = """
 import json, time
 from graviti_dist.infer import Predictor
@@ -223,6 +308,14 @@ def table(result: dict) -> str:
              f"for them per step per worker (the wait overlaps the step). Harness, one worker in process: "
              f"{t['harness']['answer_mb_per_step']} MB of answers and {t['harness']['requests_per_step']} requests per step; "
              f"{t['harness']['input_rows_remote_fraction']:.0%} of input rows come from other partitions."]
+    if "sharing" in result:
+        sh = result["sharing"]
+        rows += ["", f"| one training worker + its store, {sh['set']} part {sh['part']} ({sh['shared']['partition_gb']:.2f} GB "
+                     "of arrays) | worker USS | store USS | the node's memory in use grew by |", "|---|---|---|---|"]
+        for mode in ("private", "shared"):
+            m = sh[mode]
+            rows.append(f"| {'a copy each (before)' if mode == 'private' else 'one copy in the object store'} | "
+                        f"{m['worker']['uss_gb']:.2f} GB | {m['store']['uss_gb']:.2f} GB | {m['node_gb']:.2f} GB |")
     if "inference" in result:
         rows += ["", "| `graviti infer` (Ray actors) | halo exchange | seconds | per-actor peak RSS | `graviti serve` start-up, peak RSS |",
                  "|---|---|---|---|---|"]
@@ -244,7 +337,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--throughput-users", type=int, default=24_000, help="24,000: synthetic-1m (~1M edges)")
     parser.add_argument("--workdir", type=Path)
-    parser.add_argument("--only", choices=["footprint", "throughput", "inference"],
+    parser.add_argument("--only", choices=["footprint", "throughput", "sharing", "inference"],
                         help="measure one section again, keeping the committed others (inference needs the workdir "
                              "of an earlier full run: its sets and trained run)")
     args = parser.parse_args()
@@ -255,6 +348,8 @@ def main() -> None:
         result["footprint"] = footprint(workdir, args.users, args.seed, args.parts, [1, 2] if args.two_hops else [1])
     if args.only in (None, "throughput"):
         result["throughput"] = throughput(workdir, args.rounds, args.epochs, args.throughput_users)
+    if args.only in (None, "sharing"):
+        result["sharing"] = sharing(workdir / f"{args.parts}parts-1hop")
     if args.only in (None, "inference"):
         sets = {"1m, 2-hop": workdir / "1m-2parts-2hop", "1m, 1-hop": workdir / "1m-2parts-1hop",
                 f"10m, 1-hop, {args.parts} parts": workdir / f"{args.parts}parts-1hop"}

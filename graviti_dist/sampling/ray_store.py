@@ -6,9 +6,16 @@ reads it; every worker then looks every store up by name. Actors are threaded
 (``max_concurrency``): requests from several workers overlap, and DGL's sampler and numpy's
 gathers release the GIL. A killed actor is restarted (``max_restarts``) and the requests it was
 serving are retried (``max_task_retries``), so training goes on; a missing store is a clear error.
+
+One copy of a partition per node: the worker that owns a partition puts its arrays in Ray's
+object store (``load_shared``) and both the worker and the store actor read that copy
+(numpy arrays come out of the object store as views of shared memory, on the same node
+without a copy). The worker owns the object, so a restarted store finds it again.
 """
 
 from __future__ import annotations
+
+import os
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -16,6 +23,9 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from graviti_dist.errors import GravitiError
 from graviti_dist.runtime.ray_cluster import ray_get
 from graviti_dist.sampling.remote import GraphStore
+from graviti_dist.runtime.memory import release_free_memory
+from graviti_dist.sampling.worker_partition import (PartitionArrays, WorkerPartition, from_arrays, load_worker_partition,
+                                                    partition_arrays)
 
 # Requests from every worker of a 2-core machine, or from 8 workers on a cluster, overlap here.
 STORE_CONCURRENCY = 8
@@ -23,9 +33,17 @@ RESTARTS = 3
 
 
 class _StoreActor(GraphStore):
+    def __init__(self, part_dir: str, part_id: int, arrays: PartitionArrays | None = None):
+        # Ray hands ``arrays`` over resolved from the object store: views, not a copy of the partition.
+        super().__init__(part_dir, part_id, from_arrays(arrays) if arrays is not None else None)
+
     def node_id(self) -> str:
         """The Ray node this store runs on (placement is reported with the run)."""
         return ray.get_runtime_context().get_node_id()
+
+    def pid(self) -> int:
+        """The store's process (the memory benchmark measures it)."""
+        return os.getpid()
 
 
 def store_name(run_id: str, part_id: int) -> str:
@@ -53,14 +71,27 @@ class RayStore:
         return _RayFuture(self.actor.gather.remote(nodes))
 
 
-def start_stores(part_dir: str, part_ids: list[int], run_id: str) -> list:
+def load_shared(part_dir: str, part_id: int) -> tuple[ray.ObjectRef, WorkerPartition]:
+    """Partition ``part_id`` loaded, put in Ray's object store once, and rebuilt over that copy:
+    returns the object's reference (keep it: the caller owns the object, and a store actor that Ray
+    restarts reads it again) and the partition. The private copy is dropped and its memory handed
+    back to the OS, so this node holds the partition once (measured: benchmarks/README.md)."""
+    ref = ray.put(partition_arrays(load_worker_partition(part_dir, part_id)))
+    release_free_memory()  # glibc keeps the freed copy's pages otherwise
+    return ref, from_arrays(ray_get(ref))
+
+
+def start_stores(part_dir: str, part_ids: list[int], run_id: str, shared: list[ray.ObjectRef] | None = None) -> list:
     """Start the store actors of ``part_ids`` on this node; returns their handles (keep them: the
-    caller owns the actors, which end with it)."""
+    caller owns the actors, which end with it). With ``shared`` (``load_shared``'s references,
+    one per partition) a store reads the object store's copy of its partition; without, it loads
+    its own from ``part_dir``."""
     here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=True)
     actor = ray.remote(_StoreActor)
+    sources = shared if shared is not None else [None] * len(part_ids)
     handles = [actor.options(name=store_name(run_id, p), num_cpus=0, max_concurrency=STORE_CONCURRENCY,
-                             max_restarts=RESTARTS, max_task_retries=RESTARTS, scheduling_strategy=here).remote(part_dir, p)
-               for p in part_ids]
+                             max_restarts=RESTARTS, max_task_retries=RESTARTS, scheduling_strategy=here)
+               .remote(part_dir, p, source) for p, source in zip(part_ids, sources)]
     ray_get([h.ready.remote() for h in handles])
     return handles
 

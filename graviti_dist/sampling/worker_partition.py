@@ -8,8 +8,11 @@ standardised once into one float32 matrix.
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -80,6 +83,68 @@ def load_worker_partition(part_dir: str | Path, part_id: int) -> WorkerPartition
         local_of = _local_of_type_id(parts, part)
         part.links = {t.name: _link_edges(parts, part, t, local_of) for t in manifest.link_tasks}
     return part
+
+
+@dataclass
+class PartitionArrays:
+    """A loaded partition as plain numpy arrays (no DGL graph, no tensors): what Ray's object store
+    holds once per node, so the training worker and the graph store beside it share one copy
+    (``sampling.ray_store.load_shared``). Numpy arrays travel through Ray without copies; a
+    DGL graph or a torch tensor would be pickled into bytes."""
+
+    csc: tuple[np.ndarray, np.ndarray, np.ndarray]  # the local graph's in-edges: indptr, source, edge id
+    num_nodes: int
+    ndata: dict[str, np.ndarray]
+    edata: dict[str, np.ndarray]
+    fields: dict[str, Any]  # WorkerPartition's other fields, tensors as numpy arrays
+
+
+def partition_arrays(part: WorkerPartition) -> PartitionArrays:
+    """``part`` as numpy arrays, sharing memory with it (nothing is copied here)."""
+    graph = part.graph
+    others = {f.name: _as_numpy(getattr(part, f.name)) for f in dataclasses.fields(part) if f.name != "graph"}
+    return PartitionArrays(tuple(t.numpy() for t in graph.adj_tensors("csc")), graph.num_nodes(),
+                           {k: v.numpy() for k, v in graph.ndata.items()}, {k: v.numpy() for k, v in graph.edata.items()},
+                           others)
+
+
+def from_arrays(arrays: PartitionArrays) -> WorkerPartition:
+    """The partition over ``arrays`` without copying them (they may be read-only views into Ray's
+    object store: sampling and gathering only read). The graph keeps only its CSC, the format
+    in-neighbour sampling reads: DGL would otherwise build and keep a COO copy beside it."""
+    with warnings.catch_warnings():  # torch warns once that the object store's arrays are read-only
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        indptr, indices, eids = (torch.from_numpy(a) for a in arrays.csc)
+        graph = dgl.graph(("csc", (indptr, indices, eids)), num_nodes=arrays.num_nodes).formats("csc")
+        for key, value in arrays.ndata.items():
+            graph.ndata[key] = torch.from_numpy(value)
+        for key, value in arrays.edata.items():
+            graph.edata[key] = torch.from_numpy(value)
+        return WorkerPartition(graph=graph, **_as_torch(arrays.fields))
+
+
+def _as_numpy(value):
+    if isinstance(value, torch.Tensor):
+        return value.numpy()
+    if isinstance(value, LinkEdges):
+        return dataclasses.replace(value, **{f.name: _as_numpy(getattr(value, f.name)) for f in dataclasses.fields(value)})
+    if isinstance(value, dict):
+        return {k: _as_numpy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_as_numpy(v) for v in value]
+    return value
+
+
+def _as_torch(value):
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value)
+    if isinstance(value, LinkEdges):
+        return dataclasses.replace(value, **{f.name: _as_torch(getattr(value, f.name)) for f in dataclasses.fields(value)})
+    if isinstance(value, dict):
+        return {k: _as_torch(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_as_torch(v) for v in value]
+    return value
 
 
 def _standardised_dense(table: dict[str, torch.Tensor], keys: list[str], features: dict[str, FeatureInfo]) -> torch.Tensor | None:

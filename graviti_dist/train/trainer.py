@@ -40,7 +40,7 @@ from graviti_dist.partition import PartitionSet, read_manifest
 from graviti_dist.runtime.output import check_output, publish, staging_dir
 from graviti_dist.runtime.ray_cluster import ray_session
 from graviti_dist.sampling import (MinibatchStream, NodeMinibatches, NodeRanges, RemoteMinibatches, connect_stores,
-                                   load_worker_partition, start_stores, store_nodes)
+                                   load_worker_partition, load_shared, start_stores, store_nodes)
 from graviti_dist.train.console import EpochPrinter
 from graviti_dist.train.config import (TrainConfig, check_against_partitions, encoder_config, resume_conflicts,
                                        sampling_mode)
@@ -70,6 +70,7 @@ class _WorkerData:
     remote: bool = False
     stores: list = field(default_factory=list)
     store_nodes: dict[int, str] = field(default_factory=dict)  # partition -> Ray node of the store this worker serves
+    shared: list = field(default_factory=list)  # object refs of the partitions' shared arrays (owned here, kept alive)
 
     def requests(self) -> tuple[int, float]:
         """Store requests this worker's training batches have sent to other partitions so far, and
@@ -80,13 +81,20 @@ class _WorkerData:
 def _worker_data(config: TrainConfig, rank: int, world: int) -> tuple[list, _WorkerData]:
     manifest = read_manifest(config.partitions)
     owned = list(range(rank, manifest.num_parts, world))
-    parts = [load_worker_partition(config.partitions, p) for p in owned]
     fanouts, tasks = list(config.model.fanouts), config.tasks
     remote = sampling_mode(config, manifest) == "remote"
+    parts, shared = [], []
+    for p in owned:
+        if remote:  # this worker and the store serving the partition read one copy in Ray's object store
+            ref, part = load_shared(config.partitions, p)
+            shared.append(ref)
+        else:
+            part = load_worker_partition(config.partitions, p)
+        parts.append(part)
     served, nodes, batches = [], {}, partial(NodeMinibatches)
     if remote:
         # Every worker serves its own partitions, then finds everyone's by name.
-        served = start_stores(config.partitions, owned, config.run_id)
+        served = start_stores(config.partitions, owned, config.run_id, shared)
         nodes = store_nodes(served, owned)
         dist.barrier()
         ranges = NodeRanges.of(PartitionSet(config.partitions))
@@ -100,7 +108,7 @@ def _worker_data(config: TrainConfig, rank: int, world: int) -> tuple[list, _Wor
     return parts, _WorkerData(train=split("train", config.link_negatives, lambda k: config.seed * 1000 + k, True),
                               val=split("val", config.link_eval_negatives, lambda k: k, False),
                               test=split("test", config.link_eval_negatives, lambda k: k, False),
-                              remote=remote, stores=served, store_nodes=nodes)
+                              remote=remote, stores=served, store_nodes=nodes, shared=shared)
 
 
 def train_loop_per_worker(config_dict: dict) -> None:

@@ -16,7 +16,8 @@ from graviti_dist._dgl import dgl
 from graviti_dist.crawl import SyntheticSpec, generate_crawl
 from graviti_dist.errors import GravitiError
 from graviti_dist.partition import PartitionSet, PartitionSpec, partition_crawl
-from graviti_dist.sampling import NodeMinibatches, NodeRanges, RemoteMinibatches, connect_stores, load_worker_partition, start_stores
+from graviti_dist.sampling import (NodeMinibatches, NodeRanges, RemoteMinibatches, connect_stores, load_worker_partition,
+                                   load_shared, start_stores)
 from graviti_dist.train import RunDir, fit, load_train_config
 from tests.helpers import block_edges, free_port, ray_node, same_features, stop_node, wait_for
 
@@ -35,12 +36,16 @@ def _sets(crawl: Path, root: Path, parts: int) -> tuple[Path, Path]:
 @pytest.mark.parametrize("parts", [2, 4])
 def test_ray_stores_build_the_same_blocks_as_a_full_halo_on_twitch(twitch_crawl, tmp_path, ray_local, parts):
     shallow_dir, full_dir = _sets(twitch_crawl, tmp_path, parts)
-    served = start_stores(str(shallow_dir), list(range(parts)), run_id="exact")  # this process owns them
-    stores = connect_stores(parts, "exact")
+    # 2 parts: each store loads its own copy; 4 parts: stores and minibatches read one shared copy per
+    # partition from Ray's object store, as graviti train's workers do.
+    shared = [load_shared(str(shallow_dir), p) for p in range(parts)] if parts == 4 else None
+    served = start_stores(str(shallow_dir), list(range(parts)), run_id=f"exact{parts}",  # this process owns them
+                          shared=[ref for ref, _ in shared] if shared else None)
+    stores = connect_stores(parts, f"exact{parts}")
     ranges = NodeRanges.of(PartitionSet(shallow_dir))
     for part_id in range(parts):
         full = load_worker_partition(full_dir, part_id)
-        shallow = load_worker_partition(shallow_dir, part_id)
+        shallow = shared[part_id][1] if shared else load_worker_partition(shallow_dir, part_id)
         local = NodeMinibatches(full, [FULL, FULL], 10**9, "train", shuffle=False)
         remote = RemoteMinibatches(shallow, stores, ranges, [FULL, FULL], 10**9, "train", shuffle=False)
         seeds = local.seeds[:300]
