@@ -178,7 +178,6 @@ def throughput(workdir: Path, rounds: int, epochs: int, users: int) -> dict:
 
 SHARING = """
 import json
-import time
 import psutil
 import ray
 from graviti_dist.runtime.ray_cluster import ray_session
@@ -205,8 +204,12 @@ class Worker:
     def memory(self):
         out = {{"partition_gb": self.bytes / 2**30}}
         for name, pid in (("worker", None), ("store", ray.get(self.stores[0].pid.remote()))):
-            info = psutil.Process(pid).memory_full_info()
-            out[name] = {{"uss_gb": info.uss / 2**30, "pss_gb": info.pss / 2**30, "rss_gb": info.rss / 2**30}}
+            process = psutil.Process(pid)
+            info = process.memory_full_info()
+            # Private pages outside Ray's object store (its /dev/shm/plasma* mapping): a shared page that
+            # one process alone touched counts as private to it in USS, so USS would count the copy again.
+            own = sum(m.private_clean + m.private_dirty for m in process.memory_maps() if "plasma" not in m.path)
+            out[name] = {{"uss_gb": info.uss / 2**30, "rss_gb": info.rss / 2**30, "own_gb": own / 2**30}}
         return out
 
 
@@ -226,20 +229,12 @@ def _arrays(value):
             yield from _arrays(getattr(value, f.name))
 
 
-def used_gb():
-    # The machine's memory in use, shared memory (Ray's object store) included, page cache not.
-    return (psutil.virtual_memory().total - psutil.virtual_memory().available) / 2**30
-
-
 with ray_session(num_cpus=2):
     results = {{}}
     for shared in (False, True):
-        time.sleep(5)  # the previous mode's processes and objects are gone
-        before = used_gb()
         worker = Worker.remote()
         ray.get(worker.setup.remote({parts!r}, {part_id}, shared))
         results["shared" if shared else "private"] = ray.get(worker.memory.remote())
-        results["shared" if shared else "private"]["machine_gb"] = used_gb() - before
         ray.kill(worker)
 print(json.dumps(results))
 """
@@ -248,12 +243,10 @@ print(json.dumps(results))
 def sharing(set_dir: Path, part_id: int = 0) -> dict:
     """A training worker and the store serving its partition, on one node: memory with a private copy
     each (how stores started) against one copy in Ray's object store that both read."""
-    # node_gb: what the machine's memory in use grew by while a fresh worker loaded the partition and
-    # started its store: both processes, and the object store's shared pages counted once (per-process
-    # USS cannot tell: a shared page touched by one process alone counts as its own).
+    # node_gb: both processes' own memory plus, shared, the object store's copy once.
     measured = _run_json(SHARING.format(parts=str(set_dir), part_id=part_id))
-    for m in measured.values():
-        m["node_gb"] = round(m.pop("machine_gb"), 3)
+    for mode, m in measured.items():
+        m["node_gb"] = round(m["worker"]["own_gb"] + m["store"]["own_gb"] + (m["partition_gb"] if mode == "shared" else 0), 3)
     measured["set"], measured["part"] = set_dir.name, part_id
     print(json.dumps({"sharing": measured}), flush=True)
     return measured
@@ -311,11 +304,12 @@ def table(result: dict) -> str:
     if "sharing" in result:
         sh = result["sharing"]
         rows += ["", f"| one training worker + its store, {sh['set']} part {sh['part']} ({sh['shared']['partition_gb']:.2f} GB "
-                     "of arrays) | worker USS | store USS | the node's memory in use grew by |", "|---|---|---|---|"]
+                     "of arrays) | worker's own | store's own | object store | node total |", "|---|---|---|---|---|"]
         for mode in ("private", "shared"):
             m = sh[mode]
             rows.append(f"| {'a copy each (before)' if mode == 'private' else 'one copy in the object store'} | "
-                        f"{m['worker']['uss_gb']:.2f} GB | {m['store']['uss_gb']:.2f} GB | {m['node_gb']:.2f} GB |")
+                        f"{m['worker']['own_gb']:.2f} GB | {m['store']['own_gb']:.2f} GB | "
+                        f"{m['partition_gb'] if mode == 'shared' else 0:.2f} GB | {m['node_gb']:.2f} GB |")
     if "inference" in result:
         rows += ["", "| `graviti infer` (Ray actors) | halo exchange | seconds | per-actor peak RSS | `graviti serve` start-up, peak RSS |",
                  "|---|---|---|---|---|"]
