@@ -15,9 +15,10 @@ from graviti_dist.sampling.worker_partition import LinkEdges, WorkerPartition, l
 
 __all__ = ["GraphStore", "LinkEdges", "LocalStore", "MinibatchStream", "NodeMinibatches", "NodeRanges",
            "RayStore", "RemoteMinibatches", "WorkerPartition", "connect_stores", "load_worker_partition", "on_device", "prefetch",
-           "load_shared", "start_stores", "store_nodes", "to_model"]
+           "load_shared", "start_stores", "store_nodes", "stores_elsewhere", "to_model"]
 
 # The Ray side of the store imports Ray: resolved on first use, so the worker loop and the
 # benchmarks run where Ray is absent (GPU images) and only a remote-sampling worker pays for it.
 __getattr__, _ = lazy_face(__name__, {"RayStore": "ray_store", "connect_stores": "ray_store", "start_stores": "ray_store",
-                              "store_nodes": "ray_store", "load_shared": "ray_store"})
+                              "store_nodes": "ray_store", "load_shared": "ray_store",
+                              "stores_elsewhere": "ray_store"})

@@ -101,6 +101,12 @@ def store_nodes(handles: list, part_ids: list[int]) -> dict[int, str]:
     return dict(zip(part_ids, ray_get([h.node_id.remote() for h in handles])))
 
 
+def stores_elsewhere(stores: dict[int, RayStore]) -> bool:
+    """Whether any of ``stores`` runs on another Ray node than this process."""
+    here = ray.get_runtime_context().get_node_id()
+    return any(node != here for node in ray_get([s.actor.node_id.remote() for s in stores.values()]))
+
+
 def connect_stores(num_parts: int, run_id: str) -> dict[int, RayStore]:
     """Every partition's store by name; a clear error naming the partitions whose store is missing."""
     stores, missing = {}, []

@@ -106,7 +106,7 @@ def on_device(batches: Iterable[MiniBatch], device: torch.device | str) -> Itera
 def to_model(batches: Iterable[MiniBatch], device: torch.device | str, ahead: bool = False) -> Iterator[MiniBatch]:
     """``batches`` on ``device``, sampled ahead in a background thread only where that overlaps
     with the model: on CUDA, whose kernels leave the host's cores idle, or when ``ahead`` (remote
-    sampling, which mostly waits for other partitions' stores). On the CPU the model's OpenMP
+    sampling whose stores run on other machines: it mostly waits for them). On the CPU the model's OpenMP
     threads already hold every core the worker has; local sampling in a thread beside them only
     preempts them (measured on 2 cores: 12.0k seeds/s with the thread, 14.8k in line)."""
     moved = on_device(batches, device)

@@ -108,6 +108,7 @@ def test_training_on_a_one_hop_set_matches_a_full_halo_run(synthetic_sets, full_
     records = shallow.read_records()
     assert records[0]["sampling"] == "remote" and records[0]["store_requests_per_step"] > 0
     assert sorted(records[0]["store_nodes"]) == ["0", "1", "2", "3"]
+    assert records[0]["sampling_ahead"] is False  # every store on this node's cores: sampled in line
     _close_to(shallow, full_halo_run)
 
 
@@ -170,5 +171,6 @@ def test_two_ray_nodes_serve_a_four_part_one_hop_set(synthetic_sets, full_halo_r
     run = RunDir(out)
     records = run.read_records()
     assert len(set(records[0]["store_nodes"].values())) == 2, records[0]["store_nodes"]  # stores on both nodes
+    assert records[0]["sampling_ahead"] is True  # some stores on the other node: their waits overlap the step
     assert len(records) == 6 and records[-1]["ddp_param_spread"] == 0.0
     _close_to(run, full_halo_run)
