@@ -298,7 +298,7 @@ def table(result: dict) -> str:
              f"| 1-hop halo, remote sampling | {t['remote']['seeds_per_s']:,} | {t['remote']['per_round']} |",
              "", f"Remote over full halo: {t['remote_over_full_halo']['median']}x (per round {t['remote_over_full_halo']['per_round']}); "
              f"{t['remote']['store_requests_per_step']} store requests and {t['remote']['store_wait_ms_per_step']:.1f} ms waiting "
-             f"for them per step per worker (the wait overlaps the step). Harness, one worker in process: "
+             f"for them per step per worker (in line: every store shares this machine's cores). Harness, one worker in process: "
              f"{t['harness']['answer_mb_per_step']} MB of answers and {t['harness']['requests_per_step']} requests per step; "
              f"{t['harness']['input_rows_remote_fraction']:.0%} of input rows come from other partitions."]
     if "sharing" in result:

@@ -41,13 +41,13 @@ run() {
   "$py" - <<'PY' 2>&1 | tee "$out/environment.txt"
 import importlib, torch
 print("torch", torch.__version__, "cuda", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")
-for name in ("dgl", "torch_geometric", "pydantic", "pyarrow", "ray"):
+from graviti_dist._dgl import dgl  # through our door: DGL's own GraphBolt needs torchdata and torch <= 2.2.1
+print("dgl", dgl.__version__, "(GraphBolt stand-in)")
+for name in ("torch_geometric", "pydantic", "pyarrow", "ray"):
     try:
         print(name, importlib.import_module(name).__version__)
     except ImportError as exc:
         print(name, "missing:", exc.msg)
-from graviti_dist._dgl import dgl  # the GraphBolt stand-in under this torch
-print("graviti's DGL door: ok")
 PY
   if [ "$device" = cuda ] && ! "$py" -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
     echo "$0: torch sees no CUDA device here (DEVICE=cpu runs the checks on the CPU)" >&2

@@ -12,6 +12,7 @@ Graphs and partitions are cached under ``--workdir`` (default /tmp/graviti-bench
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import subprocess
 import sys
@@ -27,7 +28,8 @@ from graviti_dist.errors import GravitiError
 from graviti_dist.partition import PartitionSet, read_manifest
 
 SYNTHETIC_USERS = {"synthetic-1m": 24_000, "synthetic-10m": 244_000, "quick": 1_500}  # ~41 crawl edges per user
-QUICK = {"graph": "quick", "steps": 2, "repeat": 1, "batch": 256, "product_epochs": 2}
+QUICK = {"graph": "quick", "steps": 2, "repeat": 1, "batch": 256}
+PRODUCT_EPOCHS = {"quick": 2, "default": 4}  # graviti train's epochs per worker count; the first is warm-up
 
 
 def prepare(graph: str, workdir: Path, datasets: Path, part_counts: set[int]) -> tuple[Path, dict[int, Path]]:
@@ -71,6 +73,8 @@ def run(args: argparse.Namespace) -> dict:
     workers = sorted({int(w) for w in str(args.workers).split(",")})
     if workers[0] < 1:
         raise GravitiError("--workers: worker counts must be at least 1")
+    if args.product_epochs is None:
+        args.product_epochs = PRODUCT_EPOCHS["quick" if args.quick else "default"]
     if args.product_epochs < 0:
         raise GravitiError(f"--product-epochs: must be 0 (skip) or more, got {args.product_epochs}")
     rounds = bt.RoundSpec(steps=args.steps, batch=args.batch, repeat=args.repeat)
@@ -94,7 +98,9 @@ def run(args: argparse.Namespace) -> dict:
     for w, entry in scaling.items():
         entry["efficiency"] = round(entry["seeds_per_s"] / scaling["1"]["seeds_per_s"], 3)
     product = {}
-    if device.type == "cpu" and args.product_epochs:
+    if device.type == "cpu" and args.product_epochs and importlib.util.find_spec("ray") is None:
+        notes.append("graviti train itself (the product path) was not run: Ray is not installed here")
+    elif device.type == "cpu" and args.product_epochs:
         node_tasks = [t.name for t in manifest.node_tasks]
         product = product_path(parts, node_tasks, workers, threads, rounds.batch, args.product_epochs)
         _compare_product(product, single["systems"])
@@ -292,8 +298,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=bt.BATCH)
     p.add_argument("--threads", type=int, help="total threads (default: the CPUs this process may use)")
     p.add_argument("--sampler-workers", type=int, help="sampling processes for ours (default 0: in the training process)")
-    p.add_argument("--product-epochs", type=int, default=4,
-                   help="epochs of `graviti train` itself per worker count (CPU; the first is warm-up; 0 skips it)")
+    p.add_argument("--product-epochs", type=int,
+                   help="epochs of `graviti train` itself per worker count (CPU; the first is warm-up; 0 skips it; "
+                        "default 4, --quick 2)")
     p.add_argument("--quick", action="store_true", help="tiny graph, 1 round of 2 steps: checks the pipeline in under a minute")
     p.add_argument("--suite", action="store_true", help="also run the generation, partition and encoder benchmarks")
     p.add_argument("--out", type=Path, default=RESULTS, help="where JSON, table and plots go (default benchmarks/results)")
