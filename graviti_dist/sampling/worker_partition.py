@@ -123,28 +123,26 @@ def from_arrays(arrays: PartitionArrays) -> WorkerPartition:
         return WorkerPartition(graph=graph, **_as_torch(arrays.fields))
 
 
-def _as_numpy(value):
-    if isinstance(value, torch.Tensor):
-        return value.numpy()
+def _map_leaves(value, leaf: type, convert):
+    """``value`` with every ``leaf`` inside it (in lists, dicts and LinkEdges) passed through ``convert``."""
+    if isinstance(value, leaf):
+        return convert(value)
     if isinstance(value, LinkEdges):
-        return dataclasses.replace(value, **{f.name: _as_numpy(getattr(value, f.name)) for f in dataclasses.fields(value)})
+        return dataclasses.replace(value, **{f.name: _map_leaves(getattr(value, f.name), leaf, convert)
+                                             for f in dataclasses.fields(value)})
     if isinstance(value, dict):
-        return {k: _as_numpy(v) for k, v in value.items()}
+        return {k: _map_leaves(v, leaf, convert) for k, v in value.items()}
     if isinstance(value, list):
-        return [_as_numpy(v) for v in value]
+        return [_map_leaves(v, leaf, convert) for v in value]
     return value
+
+
+def _as_numpy(value):
+    return _map_leaves(value, torch.Tensor, torch.Tensor.numpy)
 
 
 def _as_torch(value):
-    if isinstance(value, np.ndarray):
-        return torch.from_numpy(value)
-    if isinstance(value, LinkEdges):
-        return dataclasses.replace(value, **{f.name: _as_torch(getattr(value, f.name)) for f in dataclasses.fields(value)})
-    if isinstance(value, dict):
-        return {k: _as_torch(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_as_torch(v) for v in value]
-    return value
+    return _map_leaves(value, np.ndarray, torch.from_numpy)
 
 
 def _standardised_dense(table: dict[str, torch.Tensor], keys: list[str], features: dict[str, FeatureInfo]) -> torch.Tensor | None:
