@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -137,6 +137,9 @@ def train_loop_per_worker(config_dict: dict) -> None:
     optimizer = make_optimizer(core.parameters(), config.optim.lr, config.optim.weight_decay, device)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs) if config.optim.schedule == "cosine" else None
     state = _restore(config, core, optimizer, schedule)  # [3]
+    # Per-task weight files named by the checkpoints still on disk (Ray Train keeps the newest
+    # keep_checkpoints): a resume may start from any of them, so pruning keeps what each names.
+    named = deque([{epoch for _, epoch in state.task_best.values()}], maxlen=config.keep_checkpoints)
     run = RunDir(config.build_dir or config.out)
     if rank == 0:
         run.keep_records_before(state.epoch)  # epochs after the checkpoint run again
@@ -161,7 +164,7 @@ def train_loop_per_worker(config_dict: dict) -> None:
             if _select_tasks(core, val, state, epoch, record) and rank == 0:
                 run.save_task_best(epoch, core.state_dict())
         state.epoch = epoch
-        _report(record, core, optimizer, schedule, state, rank, run, config)  # [2]
+        _report(record, core, optimizer, schedule, state, rank, run, config, named)  # [2]
         if stop:
             break
     summed = state.best_state or {k: v.detach().clone() for k, v in core.state_dict().items()}
@@ -308,7 +311,7 @@ def _score(config: TrainConfig, metrics: dict) -> float:
 
 
 def _report(record: dict, core, optimizer, schedule, state: TrainingState, rank: int, run: RunDir,
-            config: TrainConfig) -> None:
+            config: TrainConfig, named: deque) -> None:
     if rank != 0:
         ray.train.report(record)
         return
@@ -324,7 +327,11 @@ def _report(record: dict, core, optimizer, schedule, state: TrainingState, rank:
                       best=state.best, best_state=state.best_state, stale=state.stale, rng=torch.get_rng_state(),
                       task_best=state.task_best).save(directory)
         ray.train.report(record, checkpoint=Checkpoint.from_directory(directory))
-    run.prune_task_bests({epoch for _, epoch in state.task_best.values()})  # after the checkpoint that names them
+    # After the checkpoint that names them, and never a file an older kept checkpoint names: a resume
+    # after a killed driver once started from the checkpoint before the newest and found its
+    # per-task file pruned.
+    named.append({epoch for _, epoch in state.task_best.values()})
+    run.prune_task_bests(set().union(*named))
 
 
 def _write_run_outputs(config: TrainConfig, run: RunDir, summed_test: dict, per_task_test: dict, summed_state: dict,

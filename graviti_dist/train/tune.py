@@ -179,7 +179,9 @@ def run_study(base: dict, space: dict[str, Distribution], study: str | Path, tri
             param_space={key: dist.to_tune() for key, dist in space.items()},
             tune_config=tune.TuneConfig(
                 num_samples=trials, metric=SCORE, mode="max", max_concurrent_trials=concurrent,
-                scheduler=ASHAScheduler(max_t=config.epochs, grace_period=grace_epochs, reduction_factor=2),
+                # max_t past the last epoch: at max_t ASHA stops a trial, and one stopped on its last
+                # report was killed before its test evaluation and outputs (seen as 'failed' in CI)
+                scheduler=ASHAScheduler(max_t=config.epochs + 1, grace_period=grace_epochs, reduction_factor=2),
                 # the base config is trial 1; the limit goes here: Tune applies max_concurrent_trials only to
                 # searchers, and a third trial on 2 CPUs waited for its worker group forever
                 search_alg=BasicVariantGenerator(points_to_evaluate=[defaults], max_concurrent=concurrent)),
