@@ -1,8 +1,8 @@
 """The graph store on Ray: one actor per partition, found by name, restarted by Ray when it dies.
 
-Each training worker starts the store actors of the partitions it owns on its own node (soft node
-affinity: where the cluster allows), so requests for a partition go to the machine that already
-reads it; every worker then looks every store up by name. Actors are threaded
+Each training worker starts the store actors of the partitions it owns on its own node (hard node
+affinity), so requests for a partition go to the machine that already reads it and the store reads
+the worker's copy of it; every worker then looks every store up by name. Actors are threaded
 (``max_concurrency``): requests from several workers overlap, and DGL's sampler and numpy's
 gathers release the GIL. A killed actor is restarted (``max_restarts``) and the requests it was
 serving are retried (``max_task_retries``), so training goes on; a missing store is a clear error.
@@ -86,7 +86,11 @@ def start_stores(part_dir: str, part_ids: list[int], run_id: str, shared: list[r
     caller owns the actors, which end with it). With ``shared`` (``load_shared``'s references,
     one per partition) a store reads the object store's copy of its partition; without, it loads
     its own from ``part_dir``."""
-    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=True)
+    # Hard: with soft affinity Ray 2.60 put one of a worker's two stores on the other node of a
+    # 2-node cluster (test_two_ray_nodes_serve_a_four_part_one_hop_set, 1 run in 3), where it read
+    # the partition over the network. The worker runs on this node, so it exists; if it dies, the
+    # worker dies with it and the run fails over as a whole (Ray Train's max_failures).
+    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
     actor = ray.remote(_StoreActor)
     sources = shared if shared is not None else [None] * len(part_ids)
     handles = [actor.options(name=store_name(run_id, p), num_cpus=0, max_concurrency=STORE_CONCURRENCY,

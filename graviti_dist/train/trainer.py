@@ -215,7 +215,7 @@ def _remote_record(data: _WorkerData, before: tuple[int, float], steps: int, wor
     """Remote sampling's share of the record: store requests and the wait for their answers per step
     per worker (with stores on other nodes sampling runs ahead in a thread and the wait overlaps the
     step; ``sampling_ahead`` says whether it did), and (first epoch of a run) which Ray node serves
-    each partition's store."""
+    each partition's store and which node each rank ran on."""
     now = data.requests()
     sent = torch.tensor([now[0] - before[0], now[1] - before[1]], dtype=torch.float64)
     dist.all_reduce(sent)
@@ -224,8 +224,9 @@ def _remote_record(data: _WorkerData, before: tuple[int, float], steps: int, wor
               "store_wait_ms_per_step": round(1e3 * float(sent[1]) / per_step, 2)}
     if first:
         gathered = [None] * world
-        dist.all_gather_object(gathered, data.store_nodes)
-        record["store_nodes"] = {str(p): node for nodes in gathered for p, node in sorted(nodes.items())}
+        dist.all_gather_object(gathered, (ray.get_runtime_context().get_node_id(), data.store_nodes))
+        record["worker_nodes"] = {str(rank): node for rank, (node, _) in enumerate(gathered)}
+        record["store_nodes"] = {str(p): node for _, nodes in gathered for p, node in sorted(nodes.items())}
     return record
 
 

@@ -138,11 +138,13 @@ def test_synthetic_link_split_and_typed_graph(synthetic_crawl, tmp_path, ray_loc
 
 
 def test_same_arguments_same_partitions_with_either_executor(synthetic_crawl, tmp_path, ray_local):
-    # METIS with several balance weights (node types, training work, edges): recursive bisection
-    # is reproducible, where DGL's multi-constraint k-way differed run to run.
+    # The executors differ in how they read and write, not in how they assign: a seeded random
+    # assignment pins the parts, so what is compared is every byte the executors produce. With METIS
+    # the CI run of 00bea6f once put 7 post:mentions:user edges in the other part (not reproduced
+    # in 14 runs since): the METIS call is the driver's either way, so that was not the executors.
     a, b = tmp_path / "a", tmp_path / "b"
     for out, executor in ((a, "ray"), (b, "local")):
-        partition_crawl(synthetic_crawl, out, PartitionSpec(num_parts=2, executor=executor))
+        partition_crawl(synthetic_crawl, out, PartitionSpec(num_parts=2, executor=executor, method="random"))
     assert check_partitions(b)["parts"] == 2
     assert json.loads((a / "graph.json").read_text()) == json.loads((b / "graph.json").read_text())
     for name in ("user", "post"):

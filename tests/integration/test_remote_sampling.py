@@ -170,7 +170,10 @@ def test_two_ray_nodes_serve_a_four_part_one_hop_set(synthetic_sets, full_halo_r
             stop_node(node)
     run = RunDir(out)
     records = run.read_records()
-    assert len(set(records[0]["store_nodes"].values())) == 2, records[0]["store_nodes"]  # stores on both nodes
+    placed = {k: records[0][k] for k in ("worker_nodes", "store_nodes")}
+    assert len(set(placed["worker_nodes"].values())) == 2, placed  # one worker per node (1 CPU each)
+    for part, node in placed["store_nodes"].items():  # each store beside the worker that serves it (rank = part % 2)
+        assert node == placed["worker_nodes"][str(int(part) % 2)], placed
     assert records[0]["sampling_ahead"] is True  # some stores on the other node: their waits overlap the step
     assert len(records) == 6 and records[-1]["ddp_param_spread"] == 0.0
     _close_to(run, full_halo_run)
