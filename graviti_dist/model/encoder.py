@@ -47,6 +47,7 @@ class EncoderConfig:
     num_relations: int = 1  # > 1: a learned embedding per relation (edge type) in attention and messages
     typed_relations: bool = True  # False keeps one relation whatever the graph has: a plain GAT
     edge_feat_dim: int = 0
+    structural_inputs: bool = False  # read the inputs' structural columns (log degrees) where they have them
 
     def __post_init__(self):
         if self.kind not in ("gat", "mlp"):
@@ -240,4 +241,6 @@ class MLPEncoder(nn.Module):
 
 def build_encoder(config: EncoderConfig, inputs: list[NodeInputSpec]) -> nn.Module:
     """The encoder the config names."""
+    if not config.structural_inputs:
+        inputs = [spec.without_structural() for spec in inputs]
     return (GATEncoder if config.kind == "gat" else MLPEncoder)(config, inputs)

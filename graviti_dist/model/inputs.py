@@ -22,10 +22,17 @@ class NodeInputSpec:
     dense_width: int = 0
     categorical: tuple[int, ...] = ()  # vocabulary size of each categorical feature (incl. its missing code)
     multihot: tuple[int, ...] = ()  # width of each multi-hot feature
+    # the last ``structural_width`` of the dense columns describe the node's place in the graph
+    # (log degrees), not the node itself: an encoder uses them only when asked
+    structural_width: int = 0
 
     @property
     def has_features(self) -> bool:
         return bool(self.dense_width or self.categorical or self.multihot)
+
+    def without_structural(self) -> "NodeInputSpec":
+        """This spec over the node's own features only (the structural columns left unread)."""
+        return NodeInputSpec(self.dense_width - self.structural_width, self.categorical, self.multihot)
 
 
 @dataclass
@@ -80,6 +87,7 @@ class _TypeProjection(nn.Module):
     def __init__(self, spec: NodeInputSpec, hidden: int):
         super().__init__()
         self.dense = nn.Linear(spec.dense_width, hidden) if spec.dense_width else None
+        self.dense_width = spec.dense_width  # the rows may carry structural columns beyond it, unread
         self.categorical = nn.ModuleList(nn.Embedding(n, hidden) for n in spec.categorical)
         # padding_idx=width lets -1 pads map to a row that stays zero
         self.multihot = nn.ModuleList(nn.EmbeddingBag(w + 1, hidden, mode="sum", padding_idx=w) for w in spec.multihot)
@@ -89,6 +97,8 @@ class _TypeProjection(nn.Module):
     def forward(self, count: int, dense, categorical, multihot) -> torch.Tensor:
         if self.free is not None:
             return self.free.expand(count, -1)
+        if self.dense is not None and dense.shape[1] > self.dense_width:
+            dense = dense[:, : self.dense_width]
         out = self.dense(dense) if self.dense is not None else 0.0
         for table, codes in zip(self.categorical, categorical):
             # CUDA keeps torch's embedding: its backward is deterministic, index_add's atomics are not

@@ -8,10 +8,10 @@ import ``partition.read`` without torch or DGL.
 
 from graviti_dist.runtime.faces import lazy_face
 
-__all__ = ["FeatureInfo", "Manifest", "PartitionSet", "PartitionSpec", "TaskInfo", "check_partitions", "partition_crawl",
+__all__ = ["DEGREE", "FeatureInfo", "Manifest", "StructuralInfo", "PartitionSet", "PartitionSpec", "TaskInfo", "check_partitions", "partition_crawl",
            "build_graph", "read_manifest", "resolve_executor"]
 __getattr__, __dir__ = lazy_face(__name__, {
-    "FeatureInfo": "layout", "Manifest": "layout", "PartitionSet": "layout", "PartitionSpec": "layout", "TaskInfo": "layout",
+    "DEGREE": "layout", "StructuralInfo": "layout", "FeatureInfo": "layout", "Manifest": "layout", "PartitionSet": "layout", "PartitionSpec": "layout", "TaskInfo": "layout",
     "read_manifest": "layout", "partition_crawl": "build", "resolve_executor": "build", "check_partitions": "check",
     "build_graph": "graph",
 })

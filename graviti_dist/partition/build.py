@@ -42,10 +42,10 @@ import torch
 from graviti_dist._dgl import dgl, metis_assignment
 from graviti_dist.crawl import Crawl, Dedupe, load_crawl, load_schema
 from graviti_dist.errors import FieldError, GravitiError
-from graviti_dist.partition.graph import build_graph
+from graviti_dist.partition.graph import build_graph, log_in_degrees
 from graviti_dist.partition.halo import HaloPlan, plan_halo
-from graviti_dist.partition.layout import (FORMAT_VERSION, FeatureInfo, Manifest, PartitionSet, PartitionSpec, PartStats, TaskInfo,
-                                          file_records)
+from graviti_dist.partition.layout import (DEGREE, FORMAT_VERSION, FeatureInfo, Manifest, PartitionSet, PartitionSpec, PartStats,
+                                          StructuralInfo, TaskInfo, file_records)
 from graviti_dist.partition.read import read_crawl_parallel
 from graviti_dist.partition.splits import SPLIT_NAMES, TRAIN, make_splits, message_passing_crawl, split_masks
 from graviti_dist.partition.write import (WriterContext, part_config, start_writers, write_id_maps, write_link_splits,
@@ -93,6 +93,7 @@ def partition_crawl(crawl_dir: str | Path, out: str | Path, spec: PartitionSpec,
         with stages("split"):
             node_splits, link_splits = make_splits(crawl, spec.split, spec.seed, spec.split_by)
             graph, train_count = _split_graph(crawl, node_splits, link_splits)
+            structural = _attach_degrees(graph)
             sim_g = dgl.to_homogeneous(graph)
         with stages("assign"):
             node_parts = _assign(sim_g, np.concatenate([train_count[t] for t in graph.ntypes]), spec)
@@ -113,7 +114,7 @@ def partition_crawl(crawl_dir: str | Path, out: str | Path, spec: PartitionSpec,
                 stats = _write(parts, plan, plan_arg, graph, sim_g, crawl, node_parts, link_splits, spec, actors, node_refs)
             report = _report(sim_g, node_parts, stats, stages, spec)
             parts.write_report(report)
-            manifest = _manifest(crawl, crawl_dir, graph, spec, stats, node_splits)
+            manifest = _manifest(crawl, crawl_dir, graph, spec, stats, node_splits, structural)
             # last: marks a finished set, and records every other file's size and checksum
             parts.write_manifest(manifest.model_copy(update={"files": file_records(parts.root)}))
     return report
@@ -145,6 +146,23 @@ def _split_graph(crawl: Crawl, node_splits: dict, link_splits: dict) -> tuple["d
                 graph.nodes[task.node_type].data[key] = torch.from_numpy(mask)
             train_count[task.node_type] += node_splits[task.name] == TRAIN
     return graph, train_count
+
+
+def _attach_degrees(graph) -> dict[str, StructuralInfo]:
+    """Each node type's log in-degrees as node data (``DEGREE``; the writers take it to every part
+    like the split masks), and their statistics over the whole set for the manifest."""
+    structural = {}
+    for node_type in graph.ntypes:
+        columns, matrix = log_in_degrees(graph, node_type)
+        if not columns:
+            continue
+        graph.nodes[node_type].data[DEGREE] = torch.from_numpy(matrix)
+        values = matrix.astype(np.float64)
+        std = values.std(0, ddof=1) if len(values) > 1 else np.ones(len(columns))
+        std[~(std > 0)] = 1.0  # a constant column (every post has one author) standardises to 0, not to noise
+        structural[node_type] = StructuralInfo(columns=columns, mean=values.mean(0).tolist() if len(values) else [0.0] * len(columns),
+                                               std=std.tolist())
+    return structural
 
 
 def _write(parts: PartitionSet, plan: HaloPlan, plan_arg, graph, sim_g, crawl: Crawl, node_parts, link_splits: dict,
@@ -270,11 +288,12 @@ def _feature_info(feature) -> FeatureInfo:
     return FeatureInfo(**info)
 
 
-def _manifest(crawl: Crawl, crawl_dir: Path, graph, spec: PartitionSpec, stats: list[PartStats], node_splits) -> Manifest:
+def _manifest(crawl: Crawl, crawl_dir: Path, graph, spec: PartitionSpec, stats: list[PartStats], node_splits,
+              structural: dict[str, StructuralInfo]) -> Manifest:
     features = {t: {name: _feature_info(f) for name, f in table.features.items()} for t, table in crawl.nodes.items()}
     return Manifest(
         format_version=FORMAT_VERSION, crawl=str(crawl_dir), schema=crawl.schema, spec=spec,
-        ntypes=list(graph.ntypes), etypes=[tuple(c) for c in graph.canonical_etypes], features=features,
+        ntypes=list(graph.ntypes), etypes=[tuple(c) for c in graph.canonical_etypes], features=features, structural=structural,
         tasks=[_task_info(task, crawl, node_splits) for task in crawl.schema.tasks],
         edge_attributes={":".join(c): sorted(graph.edges[c].data.keys()) for c in graph.canonical_etypes},
         parts=stats)

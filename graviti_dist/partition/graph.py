@@ -79,6 +79,17 @@ def build_graph(crawl: Crawl, *, share_read_only: bool = False) -> "dgl.DGLGraph
     return graph
 
 
+def log_in_degrees(graph: "dgl.DGLGraph", node_type: str) -> tuple[list[str], np.ndarray]:
+    """The node type's structural inputs: log1p of each node's in-degree per relation ending at the
+    type (a reversed relation's in-degree is the forward one's out-degree), as (columns, float32
+    matrix). Degree drives popularity targets (views, influence), and attention, which averages
+    over neighbours, cannot count them."""
+    relations = [c for c in graph.canonical_etypes if c[2] == node_type]
+    columns = [np.log1p(graph.in_degrees(etype=c).numpy().astype(np.float32)) for c in relations]
+    matrix = np.stack(columns, 1) if columns else np.zeros((graph.num_nodes(node_type), 0), np.float32)
+    return [":".join(c) for c in relations], matrix
+
+
 def node_arrays(table: NodeTable, labels: dict[str, TaskLabels]) -> dict[str, np.ndarray]:
     """One node type's node data by graph key: ``feat_<feature>``, then ``label_<task>`` and
     ``mask_<task>`` for the node tasks in ``labels``."""

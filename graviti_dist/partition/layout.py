@@ -44,6 +44,9 @@ EDGE_FEATS = "edge_feat.dgl"
 HALO_FEATS = "halo_feat.dgl"
 ID_MAP_DIR = "id_map"
 LINK_SPLITS_DIR = "link_splits"
+# node-data key of each node's structural inputs (log1p in-degree per relation) in node_feat.dgl
+# and halo_feat.dgl, beside the crawl's feat_* columns
+DEGREE = "degree"
 EXECUTORS = ("auto", "ray", "local")
 
 
@@ -100,6 +103,16 @@ class FeatureInfo(_Record):
     # sets written before they were recorded (then each partition standardises with its own rows)
     mean: list[float] | None = None
     std: list[float] | None = None
+
+
+class StructuralInfo(_Record):
+    """A node type's structural input columns (``DEGREE``): log1p of its in-degree per relation in
+    the message-passing graph, with mean and standard deviation over every node of the type, so
+    that each partition (and each row fetched from another one) is scaled alike."""
+
+    columns: list[str]  # the relation (canonical edge type, "src:rel:dst") each column counts
+    mean: list[float]
+    std: list[float]
 
 
 class FileRecord(_Record):
@@ -163,6 +176,7 @@ class Manifest(_Record):
     ntypes: list[str]
     etypes: list[tuple[str, str, str]]
     features: dict[str, dict[str, FeatureInfo]]
+    structural: dict[str, StructuralInfo] = Field(default_factory=dict)  # node type -> its DEGREE columns; empty in older sets
     tasks: list[TaskInfo]
     edge_attributes: dict[str, list[str]]
     parts: list[PartStats]

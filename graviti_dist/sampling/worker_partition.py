@@ -19,7 +19,7 @@ import torch
 
 from graviti_dist._dgl import dgl
 from graviti_dist.model import NodeInputSpec
-from graviti_dist.partition import FeatureInfo, Manifest, PartitionSet, TaskInfo
+from graviti_dist.partition import DEGREE, FeatureInfo, Manifest, PartitionSet, StructuralInfo, TaskInfo
 from graviti_dist.errors import GravitiError
 
 
@@ -74,9 +74,15 @@ def load_worker_partition(part_dir: str | Path, part_id: int) -> WorkerPartition
                 table[key] = table[key].bool()
         tables.append(table)
         spec, kinds = _input_spec(manifest.features[name], table)
+        own = _standardised_dense(table, kinds["dense"], manifest.features[name])
+        structural = _standardised_degrees(table, manifest.structural.get(name))
+        if structural is not None:  # last, where an encoder that does not read them leaves them
+            own = structural if own is None else torch.cat([own, structural], 1)
+            spec = dataclasses.replace(spec, dense_width=spec.dense_width + structural.shape[1],
+                                       structural_width=structural.shape[1])
         inputs.append(spec)
         keys.append(kinds)
-        dense.append(_standardised_dense(table, kinds["dense"], manifest.features[name]))
+        dense.append(own)
     part = WorkerPartition(graph, manifest, node_type, row, inner, tables, inputs, keys, source=(str(part_dir), part_id),
                            dense=dense)
     if manifest.link_tasks:
@@ -164,6 +170,16 @@ def _standardised_dense(table: dict[str, torch.Tensor], keys: list[str], feature
     elif rows:
         dense.sub_(dense.mean(0)).div_(dense.std(0).clamp(min=1e-6) if rows > 1 else 1.0)
     return dense
+
+
+def _standardised_degrees(table: dict[str, torch.Tensor], info: StructuralInfo | None) -> torch.Tensor | None:
+    """The type's structural columns (the partitioner's log in-degrees), standardised with the set's
+    statistics; they leave ``table``. None for a set written without them."""
+    if info is None or DEGREE not in table:
+        return None
+    mean = torch.tensor(info.mean, dtype=torch.float32)
+    std = torch.tensor(info.std, dtype=torch.float32).clamp(min=1e-6)
+    return table.pop(DEGREE).float().sub_(mean).div_(std)
 
 
 @dataclass

@@ -32,6 +32,8 @@ class ModelConfig(_Strict):
     # On Twitch, layer norm between GAT layers took views RMSE from 1.42 to 1.10 after 10 epochs.
     layer_norm: bool = Field(True, description="layer norm after each hidden GAT layer")
     residual: bool = Field(True, description="a residual connection around each GAT layer (a linear map where widths differ)")
+    degree_features: bool = Field(True, description="each node's log1p in-degree per relation (the partitioner's, "
+                                                     "standardised over the set) as inputs beside its features")
     fanouts: list[int] = Field(default_factory=lambda: [10, 10], min_length=1,
                                description="neighbours sampled per layer, outermost last; one GAT layer each")
 
@@ -172,7 +174,8 @@ def check_against_partitions(config: TrainConfig) -> Manifest:
 # What a checkpoint's weights and balancer were shaped by: a resumed run must keep them.
 # Everything else (epochs, lr, workers, dropout, early stopping, ...) may change on --resume.
 _CHECKPOINT_SHAPE = ("partitions", "tasks", "balancing", "model.kind", "model.hidden", "model.heads", "model.gatv2",
-                     "model.relations", "model.layer_norm", "model.residual", "model.fanouts")
+                     "model.relations", "model.layer_norm", "model.residual", "model.fanouts",
+                     "model.degree_features")
 
 
 def _dotted(config: TrainConfig, key: str):
@@ -203,4 +206,4 @@ def encoder_config(config: TrainConfig):
     m = config.model
     return EncoderConfig(kind=m.kind, hidden=m.hidden, heads=m.heads, layers=len(m.fanouts), dropout=m.dropout,
                          attn_dropout=m.attn_dropout, gatv2=m.gatv2, layer_norm=m.layer_norm,
-                         residual=m.residual, typed_relations=m.relations)
+                         residual=m.residual, typed_relations=m.relations, structural_inputs=m.degree_features)

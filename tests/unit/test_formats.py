@@ -213,7 +213,9 @@ def test_dense_rows_are_scaled_alike_in_every_partition(small_set):
     for a, b in shared:
         assert torch.equal(a, b)
     every = torch.stack([r[0] for r in rows.values()])  # each user once: the set's own statistics
-    torch.testing.assert_close(every.mean(0), torch.zeros(2), atol=1e-5, rtol=0)
+    structural = part.inputs[user].structural_width  # the log in-degrees, after the crawl's 2 dense columns
+    assert structural == len(read_manifest(parts).structural["user"].columns) > 0 and every.shape[1] == 2 + structural
+    torch.testing.assert_close(every.mean(0), torch.zeros(every.shape[1]), atol=1e-5, rtol=0)
 
 
 def _copy_set(parts, tmp_path):
