@@ -279,3 +279,29 @@ def test_an_invalid_manifest_is_named(small_set, tmp_path, manifest_text, expect
     with pytest.raises(GravitiError, match=expected):
         read_manifest(edited)
     assert main(["partition", "--check", str(edited)]) == 2
+
+
+def test_degree_columns_are_each_nodes_log_in_degree_per_relation(small_set):
+    """Undo the standardisation of every inner node's structural columns and count its in-edges of
+    each relation in the partition (inner nodes keep all their in-edges): they must agree."""
+    from graviti_dist._dgl import dgl
+
+    _, parts, _ = small_set
+    manifest = read_manifest(parts)
+    checked = 0
+    for p in range(2):
+        part = load_worker_partition(parts, p)
+        dst = part.graph.edges()[1]
+        for t, name in enumerate(manifest.ntypes):
+            info = manifest.structural[name]
+            assert info.columns == [":".join(c) for c in manifest.etypes if c[2] == name]
+            width = part.inputs[t].structural_width
+            assert width == len(info.columns)
+            inner = torch.nonzero(part.inner & (part.node_type == t)).squeeze(1)
+            stored = part.dense[t][part.row[inner], -width:] * torch.tensor(info.std) + torch.tensor(info.mean)
+            for column, relation in enumerate(info.columns):
+                e = manifest.etypes.index(tuple(relation.split(":")))
+                counts = torch.bincount(dst[part.graph.edata[dgl.ETYPE] == e], minlength=part.graph.num_nodes())[inner]
+                torch.testing.assert_close(stored[:, column], torch.log1p(counts.float()), atol=1e-5, rtol=0)
+                checked += int(counts.sum())
+    assert checked > 0

@@ -277,3 +277,23 @@ def test_categorical_lookup_equals_torch_embedding_with_gradients():
     grad = torch.randn(50, 4, dtype=torch.float64)
     got = torch.autograd.grad(_Lookup.apply(table, codes), table, grad)[0]
     torch.testing.assert_close(got, torch.autograd.grad(F.embedding(codes, table), table, grad)[0])
+
+
+@pytest.mark.parametrize("kind", ["gat", "mlp"])
+def test_structural_columns_are_read_only_when_the_encoder_asks(kind):
+    """Two trailing dense columns of the users are structural (log degrees): an encoder without
+    structural inputs must not change when they do; one with them must."""
+    torch.manual_seed(0)
+    features, specs = _typed_inputs()
+    features.dense[0] = torch.cat([features.dense[0], torch.randn(30, 2)], 1)
+    specs[0] = NodeInputSpec(dense_width=7, categorical=(4,), multihot=(9,), structural_width=2)
+    blocks = _typed_blocks(50)
+    changed = TypedFeatures(features.node_type, features.positions, {0: features.dense[0].clone()},
+                            features.categorical, features.multihot)
+    changed.dense[0][:, -2:] = torch.randn(30, 2) * 5
+    for structural, width in ((False, 5), (True, 7)):
+        encoder = build_encoder(EncoderConfig(kind=kind, hidden=8, heads=2, structural_inputs=structural), specs).eval()
+        assert encoder.project.types[0].dense.in_features == width
+        with torch.no_grad():
+            same = torch.equal(encoder(blocks, features), encoder(blocks, changed))
+        assert same is not structural
