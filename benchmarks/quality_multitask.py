@@ -9,7 +9,7 @@ that task alone (``tasks=[task]``), selected the same way. Results: mean ± sd o
 task, and whether the multi-task GAT is at least as good as the better single-task model.
 
 Usage: python -m benchmarks.quality_multitask [--datasets DIR] [--seeds 0,1,2] [--epochs 40]
-       [--single-tasks "twitch:mature,views,days"] [--workdir /tmp/graviti-quality]
+       [--single-tasks "twitch:mature,views,days"] [--balancers static,dwa,gradnorm] [--workdir /tmp/graviti-quality]
 """
 
 from __future__ import annotations
@@ -66,31 +66,35 @@ def train(parts: Path, out: Path, seed: int, epochs: int, kind: str = "gat", tas
                 "progress=false", "keep_checkpoints=1"]
     if tasks:
         settings.append(f"tasks=[{','.join(tasks)}]")
-    started = time.perf_counter()
-    with contextlib.redirect_stdout(io.StringIO()):  # fit's per-epoch console lines
-        fit(load_train_config(None, settings), overwrite=True)
+    started, run = time.perf_counter(), RunDir(out)
+    done = run.test_metrics_path.exists() and (run.path / "bench-seconds").exists()
+    if not done:  # a run an interrupted invocation finished is read back, not trained again
+        with contextlib.redirect_stdout(io.StringIO()):  # fit's per-epoch console lines
+            fit(load_train_config(None, settings), overwrite=True)
+        (run.path / "bench-seconds").write_text(str(round(time.perf_counter() - started, 1)))
     run = RunDir(out)
     selection = run.read_selection()
     return {"test": run.read_test_metrics(), "epochs": {t: c.epoch for t, c in selection.tasks.items()},
-            "seconds": round(time.perf_counter() - started, 1)}
+            "seconds": float((run.path / "bench-seconds").read_text())}
 
 
-def configurations(dataset: str, single: list[str] | None = None) -> list[tuple[str, dict]]:
+def configurations(dataset: str, single: list[str] | None = None, balancers: tuple[str, ...] = BALANCERS) -> list[tuple[str, dict]]:
     """(label, train() keywords): multi-task GAT and MLP, single-task GAT and MLP per task (of
     ``single``, default all), each balancer, and the multi-task GAT without degree inputs."""
     configs = [("GAT multi-task", {}), ("MLP multi-task", {"kind": "mlp"})]
     for task in single or TASKS[dataset]:
         configs += [("GAT single-task", {"tasks": [task]}), ("MLP single-task", {"kind": "mlp", "tasks": [task]})]
-    configs += [(f"GAT multi-task, {b}", {"balancing": b}) for b in BALANCERS]
+    configs += [(f"GAT multi-task, {b}", {"balancing": b}) for b in balancers]
     configs.append((NO_DEGREE, {"degree": False}))
     return configs
 
 
-def run_all(sets: dict[str, Path], workdir: Path, seeds: list[int], epochs: int, single: dict[str, list[str]]) -> list[dict]:
+def run_all(sets: dict[str, Path], workdir: Path, seeds: list[int], epochs: int, single: dict[str, list[str]],
+            balancers: tuple[str, ...] = BALANCERS) -> list[dict]:
     runs = []
     for dataset, parts in sets.items():
         for seed in seeds:
-            for label, options in configurations(dataset, single.get(dataset)):
+            for label, options in configurations(dataset, single.get(dataset), balancers):
                 tag = "-".join([dataset, label.replace(" ", "").replace(",", "-"), *options.get("tasks", []), str(seed)])
                 result = train(parts, workdir / "runs" / tag, seed, epochs, **options)
                 for task, (metric, _) in TASKS[dataset].items():
@@ -192,7 +196,9 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated datasets (default: twitch,nba)")
     parser.add_argument("--single-tasks", default="", help="DATASET:TASK,TASK;... single-task runs only for these tasks "
                                                            "(default: every task of every dataset)")
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/graviti-quality"))
+    parser.add_argument("--balancers", default=",".join(BALANCERS), help="besides uncertainty, comma-separated; '' for none")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/graviti-quality"),
+                        help="finished runs found here are read back, not trained again")
     args = parser.parse_args()
     sets = prepare(args.workdir, args.datasets)
     if args.only:
@@ -202,7 +208,7 @@ def main() -> None:
 
     with ray_session(num_threads=os.cpu_count()):
         single = {d: t.split(",") for d, t in (item.split(":") for item in args.single_tasks.split(";") if item)}
-        runs = run_all(sets, args.workdir, seeds, args.epochs, single)
+        runs = run_all(sets, args.workdir, seeds, args.epochs, single, tuple(b for b in args.balancers.split(",") if b))
     earlier = RESULTS / "quality-multitask.json"
     if args.only and earlier.exists():  # keep the other datasets' runs of an earlier invocation
         runs += [r for r in json.loads(earlier.read_text())["runs"] if r["dataset"] not in sets]
