@@ -59,5 +59,37 @@ while [ $# -gt 0 ]; do
     shift
   fi
 done
-exec ray job submit --address "$address" --working-dir "$here" \
-  --runtime-env "$here/launch/runtime_env.yaml" -- python -m graviti_dist.train "$config" "${args[@]}"
+
+# A head answers HTTP before its job agent registers; a submission in that gap gets "No available
+# agent to submit job" and creates no job, so it is tried again for up to a minute. An agent that
+# never comes is usually one that could not bind its port (52365 unless the head was started with
+# --dashboard-agent-listen-port) because another Ray on that machine holds it: said at the end.
+# The job's logs then follow, and its final status is this script's exit code.
+job="graviti-train-$(date +%Y%m%d-%H%M%S)-$$"
+for attempt in $(seq 1 20); do
+  if answer=$(ray job submit --address "$address" --submission-id "$job" --no-wait --working-dir "$here" \
+      --runtime-env "$here/launch/runtime_env.yaml" -- python -m graviti_dist.train "$config" "${args[@]}" 2>&1); then
+    break
+  fi
+  if [[ "$answer" != *"No available agent"* ]]; then
+    echo "$answer" >&2
+    exit 1
+  fi
+  if [ "$attempt" -eq 20 ]; then
+    echo "$0: the head at $address has no job agent after a minute; is another Ray on that machine holding" \
+      "the agent's port (52365, or the head's --dashboard-agent-listen-port)?" >&2
+    exit 1
+  fi
+  echo "$0: the head's job agent is not up yet; trying again in 3 s ($attempt/20)" >&2
+  sleep 3
+done
+echo "$0: submitted job $job (ray job stop --address $address $job stops it)"
+ray job logs --address "$address" --follow "$job"
+# `ray job status` says "Job 'ID' succeeded" (coloured) for a job that did, anything else otherwise.
+verdict=$(ray job status --address "$address" "$job" 2>&1 | sed 's/\x1b\[[0-9;]*m//g')
+if [[ "$verdict" == *"Job '$job' succeeded"* ]]; then
+  echo "$0: job $job succeeded"
+else
+  echo "$verdict" | grep -E "Job '|Status" >&2 || echo "$verdict" >&2
+  exit 1
+fi

@@ -135,7 +135,10 @@ def ray_node(args: list[str], env: dict, num_cpus: int = 1) -> subprocess.Popen:
     """A Ray node of its own (``ray start --block``) in a session of its own, so stopping it ends
     exactly its processes (never `ray stop`, which ends every Ray on the machine)."""
     ray = str(Path(sys.executable).with_name("ray"))
-    return subprocess.Popen([ray, "start", "--block", "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}", *args], env=env,
+    # Each node's dashboard agent on a port of its own: on Ray's default (52365) any other Ray on
+    # the machine (a benchmark's) keeps the agent from starting, and no job can be submitted.
+    agent = f"--dashboard-agent-listen-port={free_port()}"
+    return subprocess.Popen([ray, "start", "--block", "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}", agent, *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 

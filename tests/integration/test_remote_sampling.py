@@ -165,6 +165,11 @@ def test_two_ray_nodes_serve_a_four_part_one_hop_set(synthetic_sets, full_halo_r
                   *(a for s in _settings(synthetic_sets / "hops1", out, "early_stopping=null") for a in ("--set", s))]
         job = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=800, cwd=REPO)
         assert job.returncode == 0, (job.stdout + job.stderr)[-4000:]
+        assert "succeeded" in job.stdout.splitlines()[-1]
+        # a job that fails is the script's failure too (it submits, follows the logs, then asks the status)
+        bad = subprocess.run([*submit[:3], "--set", f"partitions={tmp_path / 'no-such-set'}"], env=env, capture_output=True,
+                             text=True, timeout=300, cwd=REPO)
+        assert bad.returncode == 1 and "failed" in bad.stderr, (bad.stdout + bad.stderr)[-4000:]
     finally:
         for node in reversed(nodes):
             stop_node(node)
