@@ -154,14 +154,15 @@ def _attach_degrees(graph) -> dict[str, StructuralInfo]:
     structural = {}
     for node_type in graph.ntypes:
         columns, matrix = log_in_degrees(graph, node_type)
-        if not columns:
+        # A column the same for every node says nothing (every post has one author): left out.
+        varies = np.flatnonzero(matrix.min(0) < matrix.max(0)) if len(matrix) else np.zeros(0, np.int64)
+        if not len(varies):
             continue
+        matrix = np.ascontiguousarray(matrix[:, varies])
         graph.nodes[node_type].data[DEGREE] = torch.from_numpy(matrix)
         values = matrix.astype(np.float64)
-        std = values.std(0, ddof=1) if len(values) > 1 else np.ones(len(columns))
-        std[~(std > 0)] = 1.0  # a constant column (every post has one author) standardises to 0, not to noise
-        structural[node_type] = StructuralInfo(columns=columns, mean=values.mean(0).tolist() if len(values) else [0.0] * len(columns),
-                                               std=std.tolist())
+        structural[node_type] = StructuralInfo(columns=[columns[i] for i in varies], mean=values.mean(0).tolist(),
+                                               std=values.std(0, ddof=1).tolist())
     return structural
 
 
