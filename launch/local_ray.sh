@@ -12,6 +12,9 @@
 # It listens on 127.0.0.1 only (GCS on GRAVITI_RAY_PORT, default 6379; dashboard and job API on
 # GRAVITI_RAY_DASHBOARD_PORT, default 8265, Ray's defaults) with token auth on: RAY_AUTH_MODE=token
 # unless set, and Ray keeps the token in ~/.ray/auth_token, where launch/submit_train.sh finds it.
+# Its dashboard agent (which runs submitted jobs) listens on Ray's 52365 when that is free, else on
+# the next free port: with another Ray on the machine holding 52365 the agent never came up and no
+# job could be submitted (seen in CI while a benchmark's ray.init() ran).
 # Its state (pid, Ray's temp dir, the head's log) lives in GRAVITI_LOCAL_RAY
 # (default ${TMPDIR:-/tmp}/graviti-ray-$UID).
 set -euo pipefail
@@ -36,6 +39,8 @@ start() {
       exit 2
     fi
   done
+  local agent=52365
+  while listening "$agent"; do agent=$((agent + 1)); done
   command -v ray >/dev/null || { echo "$0: no 'ray' on PATH (activate graviti-dist's virtualenv)" >&2; exit 2; }
   mkdir -p "$state"
   export RAY_AUTH_MODE=${RAY_AUTH_MODE:-token} RAY_USAGE_STATS_ENABLED=${RAY_USAGE_STATS_ENABLED:-0}
@@ -47,7 +52,8 @@ start() {
   # A background job of a script is not a process group leader, so setsid runs ray in place: $! is
   # the new session's id, the handle `stop` kills.
   setsid ray start --head --block --node-ip-address=127.0.0.1 --port="$port" --dashboard-host=127.0.0.1 \
-    --dashboard-port="$dashboard" --temp-dir="$state/ray" "$@" >"$state/head.log" 2>&1 </dev/null &
+    --dashboard-port="$dashboard" --dashboard-agent-listen-port="$agent" --temp-dir="$state/ray" "$@" \
+    >"$state/head.log" 2>&1 </dev/null &
   echo $! >"$state/pid"
   echo "$dashboard" >"$state/dashboard_port"
   wait_until_up
