@@ -32,8 +32,10 @@ class ModelConfig(_Strict):
     # On Twitch, layer norm between GAT layers took views RMSE from 1.42 to 1.10 after 10 epochs.
     layer_norm: bool = Field(True, description="layer norm after each hidden GAT layer")
     residual: bool = Field(True, description="a residual connection around each GAT layer (a linear map where widths differ)")
-    degree_features: bool = Field(True, description="each node's log1p in-degree per relation (the partitioner's, "
-                                                     "standardised over the set) as inputs beside its features")
+    # Off: on Twitch (benchmarks/results/quality-multitask.json, 3 seeds) they moved mature ROC-AUC by
+    # -0.012, views RMSE by +0.023 and days RMSE by -8.9, each within one sd: no measured gain.
+    degree_features: bool = Field(False, description="each node's log1p in-degree per relation (the partitioner's, "
+                                                      "standardised over the set) as inputs beside its features")
     fanouts: list[int] = Field(default_factory=lambda: [10, 10], min_length=1,
                                description="neighbours sampled per layer, outermost last; one GAT layer each")
 

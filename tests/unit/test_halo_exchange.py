@@ -23,12 +23,12 @@ def sets(tmp_path_factory):
     return root
 
 
-def _run(root, out, layers: int, selection: bool = False) -> RunDir:
+def _run(root, out, layers: int, selection: bool = False, degree: bool = False) -> RunDir:
     """An untrained run (random weights) of a ``layers``-layer GAT; with ``selection``, two node tasks
-    answered from other epochs' weights."""
+    answered from other epochs' weights; with ``degree``, reading the log in-degree inputs."""
     run = RunDir(out)
     config = TrainConfig(partitions=str(root / "hops1"), out=str(out),
-                         model={"hidden": 8, "heads": 2, "fanouts": [3] * layers})
+                         model={"hidden": 8, "heads": 2, "fanouts": [3] * layers, "degree_features": degree})
     run.write_config(config)
     part = load_worker_partition(root / "hops1", 0)
     weights = {}
@@ -63,9 +63,14 @@ def _assert_same(a: dict, b: dict) -> None:
                     assert other[column] == value, (node_type, raw, column)
 
 
-@pytest.mark.parametrize("layers,selection", [(2, True), (3, False)])
-def test_a_one_hop_set_predicts_what_a_full_halo_set_does(sets, tmp_path, layers, selection):
-    run = _run(sets, tmp_path / "run", layers, selection)
+@pytest.mark.parametrize("layers,selection,degree", [(2, True, True), (3, False, False)])
+def test_a_one_hop_set_predicts_what_a_full_halo_set_does(sets, tmp_path, layers, selection, degree):
+    # with degree inputs, every set's rows carry the same (set-wide) log in-degrees
+    run = _run(sets, tmp_path / "run", layers, selection, degree)
+    user = load_worker_partition(sets / "hops1", 0)
+    width = torch.load(run.best_model_path)["encoder.project.types.1.dense.weight"].shape[1]
+    assert user.inputs[1].structural_width > 0
+    assert width == user.inputs[1].dense_width - (0 if degree else user.inputs[1].structural_width)
     shallow = run_inference(run.path, sets / "hops1", tmp_path / "shallow", executor="local")
     full = run_inference(run.path, sets / f"hops{layers}", tmp_path / "full", executor="local")
     assert shallow["halo_exchange"] and not full["halo_exchange"]
