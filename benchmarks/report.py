@@ -115,7 +115,8 @@ def _train_renderer(filename: str):
     return filename, render
 
 
-for _name in ("train-cpu-synthetic-1m", "train-cpu-synthetic-1m-tcmalloc", "train-cuda-synthetic-1m", "quality-twitch"):
+for _name in ("train-cpu-synthetic-1m", "train-cpu-synthetic-1m-tcmalloc", "train-cuda-synthetic-1m", "quality-twitch",
+              "quality-multitask"):
     RENDERERS[_name] = _train_renderer(_name + ".json")
 
 
