@@ -164,6 +164,9 @@ def check_against_partitions(config: TrainConfig) -> Manifest:
     if sampling_mode(config, manifest) == "remote" and config.sampler_workers:
         raise GravitiError("sampler_workers: remote sampling runs in the training process (its requests overlap the "
                            "step in a thread); leave sampler_workers at 0")
+    if config.model.degree_features and not manifest.structural:
+        raise GravitiError(f"model.degree_features: {part_dir} was written without degree columns (an older "
+                           "graviti partition); re-partition it with --overwrite, or set model.degree_features=false")
     if config.num_workers > manifest.num_parts:
         raise GravitiError(f"num_workers: {config.num_workers} workers but {part_dir} has only {manifest.num_parts} partitions")
     if config.early_stopping is not None:

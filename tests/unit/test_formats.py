@@ -305,3 +305,17 @@ def test_degree_columns_are_each_nodes_log_in_degree_per_relation(small_set):
                 torch.testing.assert_close(stored[:, column], torch.log1p(counts.float()), atol=1e-5, rtol=0)
                 checked += int(counts.sum())
     assert checked > 0
+
+
+def test_degree_features_on_a_set_without_them_is_refused(small_set, tmp_path):
+    from graviti_dist.train.config import check_against_partitions
+
+    _, parts, _ = small_set
+    older = _copy_set(parts, tmp_path)
+    manifest = json.loads(PartitionSet(older).manifest_path.read_text())
+    del manifest["structural"]  # as sets written before degree columns
+    PartitionSet(older).manifest_path.write_text(json.dumps(manifest))
+    check_against_partitions(TrainConfig(partitions=str(older)))  # off (the default): trains as before
+    with pytest.raises(GravitiError, match="model.degree_features: .* without degree columns"):
+        check_against_partitions(TrainConfig(partitions=str(older), model={"degree_features": True}))
+    check_against_partitions(TrainConfig(partitions=str(parts), model={"degree_features": True}))
