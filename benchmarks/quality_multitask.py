@@ -10,6 +10,9 @@ task, and whether the multi-task GAT is at least as good as the better single-ta
 
 Usage: python -m benchmarks.quality_multitask [--datasets DIR] [--seeds 0,1,2] [--epochs 40]
        [--single-tasks "twitch:mature,views,days"] [--balancers static,dwa,gradnorm] [--workdir /tmp/graviti-quality]
+       [--configs "GAT multi-task, static;GAT multi-task, dwa"]
+Runs of an earlier invocation (the committed JSON) that this one did not make are kept, so one
+configuration or dataset can be added without training the others again.
 """
 
 from __future__ import annotations
@@ -91,11 +94,13 @@ def configurations(dataset: str, single: list[str] | None = None, balancers: tup
 
 
 def run_all(sets: dict[str, Path], workdir: Path, seeds: list[int], epochs: int, single: dict[str, list[str]],
-            balancers: tuple[str, ...] = BALANCERS) -> list[dict]:
+            balancers: tuple[str, ...] = BALANCERS, only: set[str] | None = None) -> list[dict]:
     runs = []
     for dataset, parts in sets.items():
         for seed in seeds:
             for label, options in configurations(dataset, single.get(dataset), balancers):
+                if only and label not in only:
+                    continue
                 tag = "-".join([dataset, label.replace(" ", "").replace(",", "-"), *options.get("tasks", []), str(seed)])
                 result = train(parts, workdir / "runs" / tag, seed, epochs, **options)
                 for task, (metric, _) in TASKS[dataset].items():
@@ -198,6 +203,7 @@ def main() -> None:
     parser.add_argument("--single-tasks", default="", help="DATASET:TASK,TASK;... single-task runs only for these tasks "
                                                            "(default: every task of every dataset)")
     parser.add_argument("--balancers", default=",".join(BALANCERS), help="besides uncertainty, comma-separated; '' for none")
+    parser.add_argument("--configs", help="semicolon-separated labels (e.g. 'GAT multi-task, dwa'): run only these")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/graviti-quality"),
                         help="finished runs found here are read back, not trained again")
     args = parser.parse_args()
@@ -209,11 +215,14 @@ def main() -> None:
 
     with ray_session(num_threads=os.cpu_count()):
         single = {d: t.split(",") for d, t in (item.split(":") for item in args.single_tasks.split(";") if item)}
-        runs = run_all(sets, args.workdir, seeds, args.epochs, single, tuple(b for b in args.balancers.split(",") if b))
+        only = {c.strip() for c in args.configs.split(";")} if args.configs else None
+        runs = run_all(sets, args.workdir, seeds, args.epochs, single, tuple(b for b in args.balancers.split(",") if b), only)
     earlier = RESULTS / "quality-multitask.json"
-    if args.only and earlier.exists():  # keep the other datasets' runs of an earlier invocation
-        runs += [r for r in json.loads(earlier.read_text())["runs"] if r["dataset"] not in sets]
-    result = {"benchmark": "quality-multitask", "seeds": seeds, "epochs": sorted({r.get("epochs", args.epochs) for r in runs}),
+    if earlier.exists():  # keep the runs of an earlier invocation that this one did not make again
+        made = {(r["dataset"], r["config"], r["seed"], r["task"]) for r in runs}
+        runs += [r for r in json.loads(earlier.read_text())["runs"]
+                 if (r["dataset"], r["config"], r["seed"], r["task"]) not in made]
+    result = {"benchmark": "quality-multitask", "seeds": sorted({r["seed"] for r in runs}), "epochs": sorted({r.get("epochs", args.epochs) for r in runs}),
               "runs": runs}
     result["summary"] = summarise(runs)
     result["verdicts"] = verdicts(result["summary"])
