@@ -64,8 +64,8 @@ class RayStore:
     def __init__(self, actor):
         self.actor = actor
 
-    def sample(self, nodes, fanout: int) -> _RayFuture:
-        return _RayFuture(self.actor.sample.remote(nodes, fanout))
+    def sample(self, nodes, fanout: int, with_rows: bool = False) -> _RayFuture:
+        return _RayFuture(self.actor.sample.remote(nodes, fanout, with_rows))
 
     def gather(self, nodes) -> _RayFuture:
         return _RayFuture(self.actor.gather.remote(nodes))

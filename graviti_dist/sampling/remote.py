@@ -15,8 +15,9 @@ numpy, so a store runs in this process or as a Ray actor (``sampling.ray_store``
 
 :class:`RemoteMinibatches` samples hop by hop: each hop's frontier is split by owning
 partition, nodes of this worker's own partitions are sampled in process, the rest in one
-request per owner (issued together), and input features a worker does not hold are
-gathered in one request per owner. Dense rows are standardised with the set's statistics
+request per owner (issued together). Input rows a worker does not hold belong to sources
+of the last hop that other stores sampled, and those stores send them with that hop's answer
+(one request per owner per hop in all); ``features`` of other nodes asks their owners. Dense rows are standardised with the set's statistics
 (``partition.layout.FeatureInfo``), so a row is the same whichever partition serves it.
 """
 
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+import pandas as pd
 import torch
 
 from graviti_dist._dgl import dgl
@@ -63,11 +65,14 @@ class NodeRanges:
 
 @dataclass
 class SampledEdges:
-    """Edges sampled into some destination nodes, in shuffled ids."""
+    """Edges sampled into some destination nodes, in shuffled ids; for the input layer's hop also the
+    input rows of their sources (``row_nodes``, ``rows``), which the store that sampled them holds."""
 
     src: np.ndarray
     dst: np.ndarray
     etype: np.ndarray
+    row_nodes: np.ndarray | None = None
+    rows: dict[int, "FeatureRows"] | None = None
 
 
 @dataclass
@@ -85,10 +90,9 @@ class GraphStore:
     def __init__(self, part_dir: str, part_id: int, part: WorkerPartition | None = None):
         self.part = part if part is not None else load_worker_partition(part_dir, part_id)
         self.part_id = part_id
-        nid = self.part.graph.ndata[dgl.NID].numpy()
-        # local ids ordered by shuffled id, to look any local node (inner or halo) up by shuffled id
-        self._order = np.argsort(nid, kind="stable")
-        self._sorted = nid[self._order]
+        # Any local node (inner or halo) looked up by shuffled id through a hash index: 1.0 ms for
+        # 60k ids where a binary search over the sorted ids took 7.3 (part 0 of synthetic-1m's 1-hop set).
+        self._index = pd.Index(self.part.graph.ndata[dgl.NID].numpy())
         self._inner = self.part.inner.numpy()
         self._etype = self.part.graph.edata[dgl.ETYPE]
 
@@ -98,15 +102,14 @@ class GraphStore:
 
     def local_ids(self, nodes: np.ndarray, inner_only: bool = False) -> np.ndarray:
         """Local ids of shuffled ids ``nodes`` (-1 where the partition does not hold them)."""
-        pos = np.searchsorted(self._sorted, nodes).clip(max=max(len(self._sorted) - 1, 0))
-        found = (self._sorted[pos] == nodes) if len(self._sorted) else np.zeros(len(nodes), bool)
-        local = np.where(found, self._order[pos], -1)
+        local = self._index.get_indexer(nodes).astype(np.int64, copy=False)
         if inner_only:
             local = np.where((local >= 0) & self._inner[local.clip(min=0)], local, -1)
         return local
 
-    def sample(self, nodes: np.ndarray, fanout: int) -> SampledEdges:
-        """Up to ``fanout`` in-neighbours of each of ``nodes`` (this partition's inner nodes)."""
+    def sample(self, nodes: np.ndarray, fanout: int, with_rows: bool = False) -> SampledEdges:
+        """Up to ``fanout`` in-neighbours of each of ``nodes`` (this partition's inner nodes); ``with_rows``
+        adds the sampled sources' input rows (held here: inner nodes' in-neighbours are inner or halo)."""
         local = self.local_ids(nodes, inner_only=True)
         if (local < 0).any():
             missing = nodes[local < 0][:5].tolist()
@@ -115,13 +118,20 @@ class GraphStore:
         src, dst = frontier.edges()
         nid = self.part.graph.ndata[dgl.NID]
         etype = self._etype.index_select(0, frontier.edata[dgl.EID])
-        return SampledEdges(nid[src].numpy(), nid[dst].numpy(), etype.numpy())
+        edges = SampledEdges(nid[src].numpy(), nid[dst].numpy(), etype.numpy())
+        if with_rows:
+            sources = torch.unique(src)
+            edges.row_nodes, edges.rows = nid[sources].numpy(), self._rows(sources)
+        return edges
 
     def gather(self, nodes: np.ndarray) -> dict[int, FeatureRows]:
         """Input rows of ``nodes`` (any node this partition holds), per node type id, in the order given."""
         local = torch.from_numpy(self.local_ids(nodes))
         if (local < 0).any():
             raise ValueError(f"partition {self.part_id} holds no row of nodes {nodes[(local < 0).numpy()][:5].tolist()}")
+        return self._rows(local)
+
+    def _rows(self, local: torch.Tensor) -> dict[int, FeatureRows]:
         features = NodeMinibatches.features_of(self.part, local)
         return {t: FeatureRows(features.dense[t].numpy() if t in features.dense else None,
                                [c.numpy() for c in features.categorical[t]], [m.numpy() for m in features.multihot[t]])
@@ -131,7 +141,7 @@ class GraphStore:
 class StoreHandle(Protocol):
     """A store in this process or in a Ray actor: requests return futures, so several owners' work overlaps."""
 
-    def sample(self, nodes: np.ndarray, fanout: int) -> Future: ...
+    def sample(self, nodes: np.ndarray, fanout: int, with_rows: bool = False) -> Future: ...
 
     def gather(self, nodes: np.ndarray) -> Future: ...
 
@@ -142,8 +152,8 @@ class LocalStore:
     def __init__(self, store: GraphStore):
         self.store = store
 
-    def sample(self, nodes: np.ndarray, fanout: int) -> Future:
-        return _done(self.store.sample(nodes, fanout))
+    def sample(self, nodes: np.ndarray, fanout: int, with_rows: bool = False) -> Future:
+        return _done(self.store.sample(nodes, fanout, with_rows))
 
     def gather(self, nodes: np.ndarray) -> Future:
         return _done(self.store.gather(nodes))
@@ -167,6 +177,8 @@ class RemoteMinibatches(NodeMinibatches):
         self.nid = part.graph.ndata[dgl.NID]
         self.requests = 0  # store requests sent to other partitions (the run's records and the benchmark read them)
         self.wait_s = 0.0  # time spent waiting for their answers
+        # (input nodes, the stores' replies carrying rows) of the last sample(), for features() of those nodes
+        self._sampled_rows: tuple[torch.Tensor, list[SampledEdges]] | None = None
 
     def __reduce__(self):
         raise TypeError("remote minibatches hold store handles: sample in the training process")
@@ -174,45 +186,69 @@ class RemoteMinibatches(NodeMinibatches):
     def sample(self, seeds: torch.Tensor) -> tuple[torch.Tensor, list[Block]]:
         """Hop by hop from local ``seeds``: (input nodes as shuffled ids, blocks as index tensors)."""
         dst = self.nid[seeds].numpy()
-        blocks = []
-        for fanout in reversed(self.fanouts):  # the seeds' layer first, as DGL's NeighborSampler does
-            edges = self._sample_hop(dst, fanout)
+        blocks, replies = [], []
+        for hop, fanout in enumerate(reversed(self.fanouts)):  # the seeds' layer first, as DGL's NeighborSampler does
+            # The input layer's sources are the ones this worker may not hold: the stores that sample
+            # them send their rows along, which saves features() a round of requests.
+            edges, replies = self._sample_hop(dst, fanout, with_rows=hop == len(self.fanouts) - 1)
             src_nodes, block = _block(dst, edges)
             blocks.insert(0, block)
             dst = src_nodes
-        return torch.from_numpy(dst), blocks
+        input_nodes = torch.from_numpy(dst)
+        self._sampled_rows = (input_nodes, replies)
+        return input_nodes, blocks
 
-    def _sample_hop(self, nodes: np.ndarray, fanout: int) -> SampledEdges:
+    def _sample_hop(self, nodes: np.ndarray, fanout: int, with_rows: bool) -> tuple[SampledEdges, list[SampledEdges]]:
+        """This hop's edges, and the other owners' replies (with rows, if asked)."""
         owner = self.ranges.owner(nodes)
-        futures = []
-        for p in np.unique(owner).tolist():
-            mine = nodes[owner == p]
-            handle = LocalStore(self.local) if p == self.local.part_id else self.stores[p]
-            self.requests += p != self.local.part_id
-            futures.append(handle.sample(mine, fanout))
-        parts = self._results(futures)
-        return SampledEdges(*(np.concatenate([getattr(e, k) for e in parts]) if parts else np.zeros(0, np.int64)
-                              for k in ("src", "dst", "etype")))
+        owners = np.unique(owner).tolist()
+        # other owners' requests go out first, so that they are answered while this partition's own
+        # nodes are sampled here
+        futures = [self.stores[p].sample(nodes[owner == p], fanout, with_rows) for p in owners if p != self.local.part_id]
+        self.requests += len(futures)
+        own = [self.local.sample(nodes[owner == self.local.part_id], fanout)] if self.local.part_id in owners else []
+        replies = self._results(futures)
+        parts = replies + own
+        edges = SampledEdges(*(np.concatenate([getattr(e, k) for e in parts]) if parts else np.zeros(0, np.int64)
+                               for k in ("src", "dst", "etype")))
+        return edges, replies
 
     def features(self, input_nodes: torch.Tensor) -> TypedFeatures:
         """Input rows of shuffled ids ``input_nodes``: from this worker's partition where it holds
-        them (inner or halo), the rest in one request per owner."""
+        them (inner or halo), the rest from the replies of the last ``sample`` (when these are its
+        input nodes) or else in one request per owner."""
         nodes = input_nodes.numpy()
         local = self.local.local_ids(nodes)
         types = self.ranges.node_type(nodes)
         features = TypedFeatures(torch.from_numpy(types))
-        held = np.flatnonzero(local >= 0)
-        pieces = [(held, NodeMinibatches.features_of(self.part, torch.from_numpy(local[held])))]
         missing = np.flatnonzero(local < 0)
+        pieces = []
+        if self._sampled_rows is not None and self._sampled_rows[0] is input_nodes:  # rows came with the last hop
+            missing = self._take_sampled_rows(nodes, types, missing, pieces)
         owner = self.ranges.owner(nodes[missing])
-        requests = []
+        requests = []  # sent before this partition's own rows are gathered, to be answered meanwhile
         for p in np.unique(owner).tolist():
             positions = missing[owner == p]
             self.requests += 1
             requests.append((positions, self.stores[p].gather(nodes[positions])))
+        held = np.flatnonzero(local >= 0)
+        pieces.append((held, NodeMinibatches.features_of(self.part, torch.from_numpy(local[held]))))
         replies = self._results([future for _, future in requests])
         pieces += [(positions, _typed(reply, types[positions])) for (positions, _), reply in zip(requests, replies)]
         return _merge(features, pieces, types)
+
+    def _take_sampled_rows(self, nodes: np.ndarray, types: np.ndarray, missing: np.ndarray, pieces: list) -> np.ndarray:
+        """Rows of ``nodes[missing]`` from the last hop's replies, appended to ``pieces`` as
+        (positions, features); returns the positions no reply held."""
+        for reply in self._sampled_rows[1]:
+            at = pd.Index(reply.row_nodes).get_indexer(nodes[missing])
+            found = at >= 0
+            if found.any():
+                rows = _typed(reply.rows, self.ranges.node_type(reply.row_nodes))
+                pieces.append((missing[found], _take(rows, at[found], types[missing[found]])))
+            missing = missing[~found]
+        self._sampled_rows = None
+        return missing
 
     def _results(self, futures: list) -> list:
         started = time.perf_counter()
@@ -233,46 +269,71 @@ def _typed(rows: dict[int, FeatureRows], types: np.ndarray) -> TypedFeatures:
     return out
 
 
+def _take(features: TypedFeatures, index: np.ndarray, types: np.ndarray) -> TypedFeatures:
+    """The rows of ``features`` (over some nodes) of the nodes at ``index``, as TypedFeatures over those."""
+    rank = np.empty(len(features.node_type), np.int64)  # each node's row among the rows of its type
+    out = TypedFeatures(torch.from_numpy(types))
+    for t, positions in features.positions.items():
+        rank[positions.numpy()] = np.arange(positions.numel())
+        where = np.flatnonzero(types == t)
+        if len(where) == 0:
+            continue
+        rows = torch.from_numpy(rank[index[where]])
+        out.positions[t] = torch.from_numpy(where)
+        if t in features.dense:
+            out.dense[t] = features.dense[t].index_select(0, rows)
+        out.categorical[t] = [c.index_select(0, rows) for c in features.categorical[t]]
+        out.multihot[t] = [m.index_select(0, rows) for m in features.multihot[t]]
+    return out
+
+
 def _tensor(array: np.ndarray) -> torch.Tensor:
     """A tensor of a reply's array; Ray hands replies over read-only, and these few rows are cheap to copy."""
     return torch.from_numpy(array if array.flags.writeable else array.copy())
 
 
 def _merge(out: TypedFeatures, pieces: list[tuple[np.ndarray, TypedFeatures]], types: np.ndarray) -> TypedFeatures:
-    """One TypedFeatures over all input nodes from pieces over subsets (``positions`` into the whole)."""
+    """One TypedFeatures over all input nodes from pieces over subsets (``positions`` into the whole):
+    each piece's rows are scattered to their rank among the nodes of their type (no sort)."""
+    rank = np.empty(len(types), np.int64)  # each input node's position among the input nodes of its type
     for t in np.unique(types).tolist():
-        chunks = [(torch.from_numpy(where)[f.positions[t]], f) for where, f in pieces if t in f.positions]
-        positions = torch.cat([p for p, _ in chunks])
-        order = torch.argsort(positions)
-        out.positions[t] = positions[order]
+        where = np.flatnonzero(types == t)
+        rank[where] = np.arange(len(where))
+        out.positions[t] = torch.from_numpy(where)
+        chunks = [(torch.from_numpy(rank[at[f.positions[t].numpy()]]), f) for at, f in pieces if t in f.positions]
         if chunks[0][1].dense.get(t) is not None:
-            out.dense[t] = torch.cat([f.dense[t] for _, f in chunks])[order]
-        out.categorical[t] = [torch.cat(cols)[order] for cols in zip(*(f.categorical[t] for _, f in chunks))]
-        out.multihot[t] = [_cat_padded(cols)[order] for cols in zip(*(f.multihot[t] for _, f in chunks))]
+            out.dense[t] = _scatter([(i, f.dense[t]) for i, f in chunks], len(where))
+        out.categorical[t] = [_scatter(list(zip((i for i, _ in chunks), cols)), len(where))
+                              for cols in zip(*(f.categorical[t] for _, f in chunks))]
+        out.multihot[t] = [_scatter(list(zip((i for i, _ in chunks), cols)), len(where), fill=-1)
+                           for cols in zip(*(f.multihot[t] for _, f in chunks))]
     return out
 
 
-def _cat_padded(columns) -> torch.Tensor:
-    """Multi-hot index lists padded with -1 to the widest piece."""
-    width = max(c.shape[1] for c in columns)
-    return torch.cat([torch.nn.functional.pad(c, (0, width - c.shape[1]), value=-1) for c in columns])
+def _scatter(chunks: list[tuple[torch.Tensor, torch.Tensor]], rows: int, fill: int | None = None) -> torch.Tensor:
+    """Rows ``chunk[k]`` placed at ``index[k]`` of one tensor; multi-hot lists padded with ``fill`` to the widest."""
+    first = chunks[0][1]
+    width = max(c.shape[1] for _, c in chunks) if first.dim() > 1 else None
+    shape = (rows,) if width is None else (rows, width)
+    out = torch.empty(shape, dtype=first.dtype) if fill is None else torch.full(shape, fill, dtype=first.dtype)
+    for index, chunk in chunks:
+        if width is None or chunk.shape[1] == width:
+            out[index] = chunk
+        else:
+            out[index, :chunk.shape[1]] = chunk
+    return out
 
 
 def _block(dst: np.ndarray, edges: SampledEdges) -> tuple[np.ndarray, Block]:
     """A block into ``dst`` (shuffled ids) from sampled edges: its source nodes are ``dst`` first,
-    then the new ones in ascending id order (DGL's block layout).
+    then the new ones in order of first appearance among the sources (as DGL's ``to_block``).
 
-    One sort of every id involved gives each its position (a ``np.unique`` with its inverse): the
-    earlier unique + setdiff + argsort + two binary searches took 64 ms for a 110k-edge hop, this 9 ms."""
+    A hash factorisation (pandas) numbers every id in one pass: on synthetic-1m's second hop
+    (52k edges) it takes 1.0 ms where the earlier sort-based ``np.unique`` with inverse took 9.3
+    (``benchmarks/bench_remote.py``'s harness); ``dst`` is unique and comes first, so it keeps its positions."""
     count, sampled = len(dst), len(edges.src)
-    ids, inverse = np.unique(np.concatenate([dst, edges.src, edges.dst]), return_inverse=True)
-    is_dst = np.zeros(len(ids), bool)
-    is_dst[inverse[:count]] = True
-    position = count + np.cumsum(~is_dst) - 1  # new nodes follow dst, in ascending id order
-    position[inverse[:count]] = np.arange(count)
-    src_nodes = np.empty(len(ids), np.int64)
-    src_nodes[position] = ids
-    src = torch.from_numpy(position[inverse[count:count + sampled]])
-    dst_index = torch.from_numpy(position[inverse[count + sampled:]])
+    position, src_nodes = pd.factorize(np.concatenate([dst, edges.src, edges.dst]))
+    src = torch.from_numpy(position[count:count + sampled])
+    dst_index = torch.from_numpy(position[count + sampled:])
     block = Block.from_edges(src, dst_index, len(src_nodes), count, etype=torch.from_numpy(edges.etype).long())
-    return src_nodes, block
+    return np.asarray(src_nodes, np.int64), block

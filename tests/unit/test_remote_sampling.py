@@ -47,8 +47,14 @@ def test_full_neighbourhoods_build_the_same_blocks_and_rows(sets, part_id):
     remote_inputs, remote_blocks = remote.sample(remote.seeds)
     assert sorted(full_ids[inputs].tolist()) == sorted(remote_inputs.tolist())
     assert block_edges(blocks, full_ids[inputs]) == block_edges(remote_blocks, remote_inputs)
-    assert remote.requests > 0  # the 1-hop set had to ask other partitions
+    sent = remote.requests
+    assert sent == 2  # the seeds are local; their halo neighbours belong to the 2 other parts: one request each
+    # The input rows this partition lacks came with the last hop's answers: no further request.
     same_features(local.features(inputs), full_ids[inputs], remote.features(remote_inputs), remote_inputs)
+    assert remote.requests == sent
+    # Nodes that did not come from the last sample() are asked for, with the same rows as an answer.
+    same_features(local.features(inputs), full_ids[inputs], remote.features(remote_inputs.clone()), remote_inputs)
+    assert remote.requests > sent
 
 
 def test_small_fanouts_sample_real_edges_min_of_fanout_and_degree(sets):
