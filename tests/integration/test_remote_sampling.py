@@ -182,3 +182,19 @@ def test_two_ray_nodes_serve_a_four_part_one_hop_set(synthetic_sets, full_halo_r
     assert records[0]["sampling_ahead"] is True  # some stores on the other node: their waits overlap the step
     assert len(records) == 6 and records[-1]["ddp_param_spread"] == 0.0
     _close_to(run, full_halo_run)
+
+
+@pytest.mark.timeout(300)
+def test_dgl_distgraph_serves_our_one_hop_set_through_our_dgl_door(synthetic_sets, tmp_path):
+    """The README's DistGraph comparison holds: DGL's own servers load our partition set as it is
+    and sample it under torch 2.13 with the GraphBolt stand-in (benchmarks/bench_distgraph.py)."""
+    import sys
+
+    sys.path.insert(0, str(REPO))
+    from benchmarks.bench_distgraph import distgraph
+
+    set_dir = tmp_path / "two-parts"
+    partition_crawl(synthetic_sets / "crawl", set_dir, PartitionSpec(num_parts=2, num_hops=1, executor="local"))
+    results = distgraph(str(set_dir), steps=2, ports=(free_port(), free_port()))
+    assert [r["rank"] for r in results] == [0, 1]
+    assert all(r["steps"] == 2 and r["seeds_per_s"] > 0 for r in results)
