@@ -32,7 +32,7 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-from benchmarks._meta import RESULTS, write_result, write_whole
+from benchmarks._meta import RESULTS, environment, write_result, write_whole
 
 LOAD = """
 import json
@@ -126,15 +126,17 @@ def _harness(set_dir: Path, steps: int = 20) -> dict:
     class Counting(LocalStore):
         sent = 0
 
-        def sample(self, nodes, fanout):
-            future = super().sample(nodes, fanout)
-            Counting.sent += nodes.nbytes + sum(a.nbytes for a in vars(future.result()).values())
+        def sample(self, nodes, fanout, with_rows=False):
+            future = super().sample(nodes, fanout, with_rows)
+            edges = future.result()
+            Counting.sent += nodes.nbytes + sum(a.nbytes for a in (edges.src, edges.dst, edges.etype))
+            if with_rows:
+                Counting.sent += edges.row_nodes.nbytes + _rows_bytes(edges.rows)
             return future
 
         def gather(self, nodes):
             future = super().gather(nodes)
-            Counting.sent += nodes.nbytes + sum(a.nbytes for rows in future.result().values() for a in
-                                                [rows.dense, *rows.categorical, *rows.multihot] if a is not None)
+            Counting.sent += nodes.nbytes + _rows_bytes(future.result())
             return future
 
     stores = {p: Counting(GraphStore(str(set_dir), p)) for p in range(2)}
@@ -152,11 +154,16 @@ def _harness(set_dir: Path, steps: int = 20) -> dict:
             "store_wait_ms_per_step": round(1e3 * batches.wait_s / steps, 2)}
 
 
+def _rows_bytes(rows: dict) -> int:
+    return sum(a.nbytes for r in rows.values() for a in [r.dense, *r.categorical, *r.multihot] if a is not None)
+
+
 def throughput(workdir: Path, rounds: int, epochs: int, users: int) -> dict:
     crawl = _crawl(workdir, users, 0)
     sets = {"full_halo": (workdir / "1m-2parts-2hop", 2), "remote": (workdir / "1m-2parts-1hop", 1)}
     for set_dir, hops in sets.values():
         _partitioned(crawl, set_dir, 2, hops)
+    harness = _harness(sets["remote"][0])  # first: seconds, where the trainings take minutes
     runs: dict[str, list[list[dict]]] = {name: [] for name in sets}
     for i in range(rounds):
         for name in (list(sets) if i % 2 == 0 else list(sets)[::-1]):  # alternate who goes first
@@ -172,7 +179,7 @@ def throughput(workdir: Path, rounds: int, epochs: int, users: int) -> dict:
             out[name]["store_wait_ms_per_step"] = round(statistics.median(r["store_wait_ms_per_step"] for r in later), 2)
     ratios = [r / f for r, f in zip(out["remote"]["per_round"], out["full_halo"]["per_round"])]
     out["remote_over_full_halo"] = {"median": round(statistics.median(ratios), 3), "per_round": [round(x, 3) for x in ratios]}
-    out["harness"] = _harness(sets["remote"][0])
+    out["harness"] = harness
     return out
 
 
@@ -286,6 +293,11 @@ def inference(workdir: Path, sets: dict[str, Path], run: Path) -> dict:
     return out
 
 
+def _measured(section: dict) -> str:
+    m = section.get("measured")
+    return f" Measured {m['date'][:10]} at commit `{m['commit']}` on {m['machine']}." if m else ""
+
+
 def table(result: dict) -> str:
     rows = ["| halo | replication | resident graph + features per part (of the whole crawl) | on disk | worker peak RSS |",
             "|---|---|---|---|---|"]
@@ -300,7 +312,7 @@ def table(result: dict) -> str:
              f"{t['remote']['store_requests_per_step']} store requests and {t['remote']['store_wait_ms_per_step']:.1f} ms waiting "
              f"for them per step per worker (in line: every store shares this machine's cores). Harness, one worker in process: "
              f"{t['harness']['answer_mb_per_step']} MB of answers and {t['harness']['requests_per_step']} requests per step; "
-             f"{t['harness']['input_rows_remote_fraction']:.0%} of input rows come from other partitions."]
+             f"{t['harness']['input_rows_remote_fraction']:.0%} of input rows come from other partitions." + _measured(t)]
     if "sharing" in result:
         sh = result["sharing"]
         rows += ["", f"| one training worker + its store, {sh['set']} part {sh['part']} ({sh['shared']['partition_gb']:.2f} GB "
@@ -348,6 +360,11 @@ def main() -> None:
         sets = {"1m, 2-hop": workdir / "1m-2parts-2hop", "1m, 1-hop": workdir / "1m-2parts-1hop",
                 f"10m, 1-hop, {args.parts} parts": workdir / f"{args.parts}parts-1hop"}
         result["inference"] = inference(workdir, {k: v for k, v in sets.items() if v.exists()}, workdir / "run-full_halo")
+    here = environment()
+    for section in ("footprint", "throughput", "sharing", "inference"):
+        if section in result:  # sections are measured again one at a time: each keeps its own environment
+            result[section] = {**result[section], "measured": {"date": here["date"], "commit": here["commit"][:12],
+                                                                "machine": here["machine"]["cpu"]}}
     if args.only is not None and (RESULTS / "remote.json").exists():  # one section again: keep the others
         earlier = json.loads((RESULTS / "remote.json").read_text())
         result = {**{k: v for k, v in earlier.items() if k != "environment"}, **result}

@@ -15,8 +15,8 @@ numpy, so a store runs in this process or as a Ray actor (``sampling.ray_store``
 
 :class:`RemoteMinibatches` samples hop by hop: each hop's frontier is split by owning
 partition, nodes of this worker's own partitions are sampled in process, the rest in one
-request per owner (issued together). Input rows a worker does not hold belong to sources
-of the last hop that other stores sampled, and those stores send them with that hop's answer
+request per owner (issued together). Input rows a worker does not hold belong to nodes of
+the last hop that other stores own or sampled, and those stores send them with that hop's answer
 (one request per owner per hop in all); ``features`` of other nodes asks their owners. Dense rows are standardised with the set's statistics
 (``partition.layout.FeatureInfo``), so a row is the same whichever partition serves it.
 """
@@ -66,7 +66,8 @@ class NodeRanges:
 @dataclass
 class SampledEdges:
     """Edges sampled into some destination nodes, in shuffled ids; for the input layer's hop also the
-    input rows of their sources (``row_nodes``, ``rows``), which the store that sampled them holds."""
+    input rows of those nodes and of their sources (``row_nodes``, ``rows``), which the store that
+    sampled them holds."""
 
     src: np.ndarray
     dst: np.ndarray
@@ -109,7 +110,8 @@ class GraphStore:
 
     def sample(self, nodes: np.ndarray, fanout: int, with_rows: bool = False) -> SampledEdges:
         """Up to ``fanout`` in-neighbours of each of ``nodes`` (this partition's inner nodes); ``with_rows``
-        adds the sampled sources' input rows (held here: inner nodes' in-neighbours are inner or halo)."""
+        adds the input rows of ``nodes`` and of the sampled sources (held here: inner nodes'
+        in-neighbours are inner or halo)."""
         local = self.local_ids(nodes, inner_only=True)
         if (local < 0).any():
             missing = nodes[local < 0][:5].tolist()
@@ -120,8 +122,8 @@ class GraphStore:
         etype = self._etype.index_select(0, frontier.edata[dgl.EID])
         edges = SampledEdges(nid[src].numpy(), nid[dst].numpy(), etype.numpy())
         if with_rows:
-            sources = torch.unique(src)
-            edges.row_nodes, edges.rows = nid[sources].numpy(), self._rows(sources)
+            held = torch.unique(torch.cat([torch.from_numpy(local), src]))
+            edges.row_nodes, edges.rows = nid[held].numpy(), self._rows(held)
         return edges
 
     def gather(self, nodes: np.ndarray) -> dict[int, FeatureRows]:

@@ -57,6 +57,25 @@ def test_full_neighbourhoods_build_the_same_blocks_and_rows(sets, part_id):
     assert remote.requests > sent
 
 
+def test_a_training_step_gets_every_input_row_with_its_last_hop(sets):
+    """Link pairs bring halo nodes among the seeds, whose sampled neighbours this partition may not
+    hold: the stores send their rows with the last hop, so a step never needs a gather request."""
+    shallow_dir, _ = sets
+    gathered = []
+
+    class Counting(LocalStore):
+        def gather(self, nodes):
+            gathered.append(len(nodes))
+            return super().gather(nodes)
+
+    stores = {p: Counting(GraphStore(str(shallow_dir), p)) for p in range(3)}
+    remote = RemoteMinibatches(load_worker_partition(shallow_dir, 0), stores, NodeRanges.of(PartitionSet(shallow_dir)),
+                               [3, 2], 64, "train", seed=0)
+    steps = [remote.batch(seeds, links) for (seeds, links), _ in zip(remote.plan(), range(4))]
+    assert all(step.links for step in steps) and remote.requests > 0
+    assert gathered == []
+
+
 def test_small_fanouts_sample_real_edges_min_of_fanout_and_degree(sets):
     shallow_dir, _ = sets
     remote = _remote(shallow_dir, 1, [3, 2])
