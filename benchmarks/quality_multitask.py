@@ -26,7 +26,7 @@ import statistics
 import time
 from pathlib import Path
 
-from benchmarks._meta import DEFAULT_DATASETS, RESULTS, write_result, write_whole
+from benchmarks._meta import DEFAULT_DATASETS, RESULTS, environment, write_result, write_whole
 from graviti_dist.partition import PartitionSet
 from graviti_dist.train import RunDir
 
@@ -39,6 +39,8 @@ TASKS = {
 BALANCERS = ("static", "dwa", "gradnorm")  # besides the default, uncertainty
 # Every run but this one sets model.degree_features=true (measured when it was the default; now off):
 NO_DEGREE = "GAT multi-task, no degree inputs"  # what the log degrees add
+LONG_EPOCHS = 100  # views was still improving at 100 epochs (issue #21): the GAT runs again that long
+LONG = (f"GAT multi-task, {LONG_EPOCHS} epochs", f"GAT single-task, {LONG_EPOCHS} epochs")
 
 
 def prepare(workdir: Path, datasets: Path) -> dict[str, Path]:
@@ -90,6 +92,8 @@ def configurations(dataset: str, single: list[str] | None = None, balancers: tup
         configs += [("GAT single-task", {"tasks": [task]}), ("MLP single-task", {"kind": "mlp", "tasks": [task]})]
     configs += [(f"GAT multi-task, {b}", {"balancing": b}) for b in balancers]
     configs.append((NO_DEGREE, {"degree": False}))
+    configs.append((LONG[0], {"epochs": LONG_EPOCHS}))
+    configs += [(LONG[1], {"tasks": [task], "epochs": LONG_EPOCHS}) for task in single or TASKS[dataset]]
     return configs
 
 
@@ -102,11 +106,14 @@ def run_all(sets: dict[str, Path], workdir: Path, seeds: list[int], epochs: int,
                 if only and label not in only:
                     continue
                 tag = "-".join([dataset, label.replace(" ", "").replace(",", "-"), *options.get("tasks", []), str(seed)])
-                result = train(parts, workdir / "runs" / tag, seed, epochs, **options)
+                options = {"epochs": epochs, **options}
+                if options["epochs"] != epochs:
+                    tag += f"-{options['epochs']}epochs"
+                result = train(parts, workdir / "runs" / tag, seed, **options)
                 for task, (metric, _) in TASKS[dataset].items():
                     if options.get("tasks") and task not in options["tasks"]:
                         continue
-                    runs.append({"dataset": dataset, "config": label, "seed": seed, "task": task, "metric": metric, "epochs": epochs,
+                    runs.append({"dataset": dataset, "config": label, "seed": seed, "task": task, "metric": metric, "epochs": options["epochs"],
                                  "value": result["test"][task][metric], "epoch": result["epochs"].get(task),
                                  "seconds": result["seconds"]})
                 print(json.dumps({"dataset": dataset, "config": label, "seed": seed, **options,
@@ -145,8 +152,9 @@ def verdicts(summary: dict) -> dict:
 
 def table(result: dict) -> str:
     env, lines = result["environment"], []
-    configs = ["GAT multi-task", "GAT single-task", "MLP multi-task", "MLP single-task",
+    configs = ["GAT multi-task", "GAT single-task", "MLP multi-task", "MLP single-task", *LONG,
                *(f"GAT multi-task, {b}" for b in BALANCERS), NO_DEGREE]
+    configs = [c for c in configs if any(c in by for tasks in result["summary"].values() for by in tasks.values())]
     for dataset, tasks in result["summary"].items():
         lines += [f"**{dataset}**", "", "| task (test) | " + " | ".join(configs) + " | MT GAT ≥ best ST | MT GAT > MT MLP |",
                   "|---|" + "---|" * (len(configs) + 2)]
@@ -160,10 +168,17 @@ def table(result: dict) -> str:
         lines.append("")
     epochs = ", ".join(f"{d} {sorted({r['epochs'] for r in result['runs'] if r['dataset'] == d})[0]}" for d in result["summary"])
     lines.append(f"Mean ± sd over seeds {result['seeds']}; epochs: {epochs}; 1 worker, default model "
-                 f"(uncertainty balancing and model.degree_features=true unless named), each task at its own best validation epoch. Measured "
-                 f"{env['date'][:10]} at commit `{env['commit'][:12]}` on {env['machine']['cpu']}, "
-                 f"{env['machine']['cores']} cores.")
+                 f"(uncertainty balancing and model.degree_features=true unless named), each task at its own best validation epoch. "
+                 f"Last measured {env['date'][:10]}, {env['machine']['cores']} cores; " + _provenance(result["runs"]) + ".")
     return "\n".join(lines) + "\n"
+
+
+def _provenance(runs: list[dict]) -> str:
+    """Which commit and machine measured which configurations (invocations add to earlier ones)."""
+    by: dict[tuple[str, str], set[str]] = {}
+    for r in runs:
+        by.setdefault((r.get("commit", "?"), r.get("machine", "?")), set()).add(r["config"])
+    return "; ".join(f"commit `{c}` on {m}: " + ", ".join(sorted(configs)) for (c, m), configs in by.items())
 
 
 def plot(result: dict, path: Path) -> None:
@@ -217,11 +232,17 @@ def main() -> None:
         single = {d: t.split(",") for d, t in (item.split(":") for item in args.single_tasks.split(";") if item)}
         only = {c.strip() for c in args.configs.split(";")} if args.configs else None
         runs = run_all(sets, args.workdir, seeds, args.epochs, single, tuple(b for b in args.balancers.split(",") if b), only)
+    here = environment()
+    for r in runs:
+        r.update(commit=here["commit"][:12], machine=here["machine"]["cpu"])
     earlier = RESULTS / "quality-multitask.json"
     if earlier.exists():  # keep the runs of an earlier invocation that this one did not make again
         made = {(r["dataset"], r["config"], r["seed"], r["task"]) for r in runs}
-        runs += [r for r in json.loads(earlier.read_text())["runs"]
-                 if (r["dataset"], r["config"], r["seed"], r["task"]) not in made]
+        before = json.loads(earlier.read_text())
+        for r in before["runs"]:
+            if (r["dataset"], r["config"], r["seed"], r["task"]) not in made:
+                runs.append({"commit": before["environment"]["commit"][:12],
+                             "machine": before["environment"]["machine"]["cpu"], **r})
     result = {"benchmark": "quality-multitask", "seeds": sorted({r["seed"] for r in runs}), "epochs": sorted({r.get("epochs", args.epochs) for r in runs}),
               "runs": runs}
     result["summary"] = summarise(runs)
