@@ -203,13 +203,16 @@ def ours(set_dir: str, steps: int, through_stores: bool = False) -> list[dict]:
 def table(result: dict) -> str:
     rows = ["| 2 trainers, synthetic-1m 1-hop set, sample 10,10 + fetch features | seeds/s per trainer (median) | per round |",
             "|---|---|---|"]
-    for name, label in (("distgraph", "DGL DistGraph (socket RPC servers; no shared memory, so every request remote)"),
-                        ("ours_through_stores", "graph store on Ray, every request remote (ours, as DistGraph here)"),
+    for name, label in (("distgraph", "DGL DistGraph (socket RPC servers; own partition's rows from shared memory, every sample remote)"),
+                        ("ours_through_stores", "graph store on Ray, every request remote (ours)"),
                         ("ours", "graph store on Ray, own partition in process (ours, as `graviti train` runs)")):
         r = result[name]
         rows.append(f"| {label} | {r['seeds_per_s']:,} | {r['per_round']} |")
     rows += ["", f"Ours over DistGraph: {result['ours_over_distgraph']}x as `graviti train` runs, "
-                 f"{result['through_stores_over_distgraph']}x with every request remote on both sides (medians of per-round ratios)."]
+                 f"{result['through_stores_over_distgraph']}x with every request of ours remote (medians of per-round ratios). "
+                 + (f"Measured {result['environment']['date'][:10]} at commit `{result['environment']['commit'][:12]}` on "
+                    f"{result['environment']['machine']['cpu']}, {result['environment']['machine']['cores']} cores."
+                    if "environment" in result else "")]
     return "\n".join(rows) + "\n"
 
 

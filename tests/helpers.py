@@ -238,3 +238,36 @@ def serving(app, read_timeout: float = 10.0):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def crawl_edges(set_dir, num_parts: int) -> "Counter":
+    """The whole graph's (src, dst, relation) in shuffled ids with their multiplicity, from every
+    partition's inner nodes' in-edges (each edge is some partition's inner in-edge exactly once)."""
+    from collections import Counter
+
+    from graviti_dist._dgl import dgl
+    from graviti_dist.sampling import load_worker_partition
+
+    edges = Counter()
+    for p in range(num_parts):
+        part = load_worker_partition(set_dir, p)
+        nid, src, dst = part.graph.ndata[dgl.NID], *part.graph.edges()
+        inner = part.inner[dst]
+        edges.update(zip(nid[src[inner]].tolist(), nid[dst[inner]].tolist(), part.graph.edata[dgl.ETYPE][inner].tolist()))
+    return edges
+
+
+def assert_sampled_from(edges, inputs, blocks, fanouts) -> None:
+    """Every sampled edge is an edge of the crawl (drawn at most as often as it exists), and each
+    destination got min(fanout, in-degree) of its in-edges; the input nodes are nodes of the crawl."""
+    from collections import Counter
+
+    import numpy as np
+
+    in_degree = Counter(dst for (_, dst, _), n in edges.items() for _ in range(n))
+    for layer, fanout in zip(block_edges(blocks, inputs), fanouts):
+        for (s, d, t), n in Counter(layer).items():
+            assert edges[(s, d, t)] >= n, (s, d, t)
+        for d, n in Counter(d for _, d, _ in layer).items():
+            assert n == min(fanout, in_degree[d]), (d, n, in_degree[d])
+    assert np.isin(inputs.numpy(), [s for s, _, _ in edges] + [d for _, d, _ in edges]).all()

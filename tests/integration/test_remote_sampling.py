@@ -19,7 +19,8 @@ from graviti_dist.partition import PartitionSet, PartitionSpec, partition_crawl
 from graviti_dist.sampling import (NodeMinibatches, NodeRanges, RemoteMinibatches, connect_stores, load_worker_partition,
                                    load_shared, start_stores)
 from graviti_dist.train import RunDir, fit, load_train_config
-from tests.helpers import block_edges, free_port, ray_node, same_features, stop_node, wait_for
+from tests.helpers import (assert_sampled_from, block_edges, crawl_edges, free_port, ray_node, same_features, stop_node,
+                           wait_for)
 
 FULL = 10**6
 REPO = Path(__file__).resolve().parents[2]
@@ -43,6 +44,7 @@ def test_ray_stores_build_the_same_blocks_as_a_full_halo_on_twitch(twitch_crawl,
                           shared=[ref for ref, _ in shared] if shared else None)
     stores = connect_stores(parts, f"exact{parts}")
     ranges = NodeRanges.of(PartitionSet(shallow_dir))
+    edges = crawl_edges(shallow_dir, parts)
     for part_id in range(parts):
         full = load_worker_partition(full_dir, part_id)
         shallow = shared[part_id][1] if shared else load_worker_partition(shallow_dir, part_id)
@@ -56,6 +58,9 @@ def test_ray_stores_build_the_same_blocks_as_a_full_halo_on_twitch(twitch_crawl,
         assert block_edges(blocks, full_ids[inputs]) == block_edges(remote_blocks, remote_inputs)
         same_features(local.features(inputs), full_ids[inputs], remote.features(remote_inputs), remote_inputs)
         assert remote.requests > 0
+        # Small fanouts: real edges of the crawl, min(fanout, in-degree) of them per node.
+        small = RemoteMinibatches(shallow, stores, ranges, [3, 2], 10**9, "train", shuffle=False)
+        assert_sampled_from(edges, *small.sample(small.seeds[:300]), (3, 2))
     del served
 
 
