@@ -190,8 +190,8 @@ class RemoteMinibatches(NodeMinibatches):
         dst = self.nid[seeds].numpy()
         blocks, replies = [], []
         for hop, fanout in enumerate(reversed(self.fanouts)):  # the seeds' layer first, as DGL's NeighborSampler does
-            # The input layer's sources are the ones this worker may not hold: the stores that sample
-            # them send their rows along, which saves features() a round of requests.
+            # The input layer's nodes are the ones this worker may not hold: the stores that own or
+            # sample them send their rows along, which saves features() a round of requests.
             edges, replies = self._sample_hop(dst, fanout, with_rows=hop == len(self.fanouts) - 1)
             src_nodes, block = _block(dst, edges)
             blocks.insert(0, block)
