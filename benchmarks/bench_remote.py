@@ -108,6 +108,7 @@ def _train(parts: Path, out: Path, epochs: int) -> list[dict]:
 
     settings = [f"partitions={parts}", f"out={out}", "num_workers=2", f"epochs={epochs}", "batch_size=1024",
                 "model.hidden=64", "model.heads=4", "model.fanouts=[10,10]", "model.relations=false",
+                "model.edge_inputs=false",
                 "balancing=static", "eval_every=1000", "progress=false"]
     command = [sys.executable, "-m", "graviti_dist.train", "--overwrite", *(a for s in settings for a in ("--set", s))]
     result = subprocess.run(command, capture_output=True, text=True)

@@ -64,10 +64,10 @@ class RoundSpec:
 # --- our trainer -------------------------------------------------------------------------------
 
 def _encoder_config() -> EncoderConfig:
-    # The comparison's model: no dropout, residual or relation embeddings (the baselines' GATConv has
-    # none), so every system does the same arithmetic in the encoder.
+    # The comparison's model: no dropout, residual, relation embeddings or edge inputs (the baselines'
+    # GATConv has none), so every system does the same arithmetic in the encoder.
     return EncoderConfig(hidden=HIDDEN, heads=HEADS, layers=len(FANOUTS), dropout=0.0, residual=False,
-                         typed_relations=False)
+                         typed_relations=False, edge_inputs=False)
 
 
 class OursTrainer:

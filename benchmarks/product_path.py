@@ -47,7 +47,8 @@ def train_config(partitions: Path, out: Path, node_tasks: list[str], workers: in
     return {
         "partitions": str(partitions), "out": str(out), "tasks": node_tasks, "balancing": "static",
         "model": {"kind": "gat", "hidden": HIDDEN, "heads": HEADS, "dropout": 0.0, "layer_norm": False,
-                  "residual": False, "relations": False, "fanouts": list(FANOUTS)},
+                  "residual": False, "relations": False, "edge_inputs": False,
+                  "fanouts": list(FANOUTS)},
         "optim": {"lr": 1e-3}, "batch_size": batch, "epochs": epochs, "num_workers": workers,
         "threads_per_worker": threads, "device": "cpu", "eval_every": epochs, "seed": 0,
     }

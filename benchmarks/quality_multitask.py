@@ -61,15 +61,15 @@ def prepare(workdir: Path, datasets: Path) -> dict[str, Path]:
 
 
 def train(parts: Path, out: Path, seed: int, epochs: int, kind: str = "gat", tasks: list[str] | None = None,
-          balancing: str = "uncertainty", degree: bool = True) -> dict:
+          balancing: str = "uncertainty", degree: bool = True, settings: tuple[str, ...] = ()) -> dict:
     """One run of ``graviti train``'s ``fit`` (in this process, on the Ray session ``main`` started:
     one Ray start for all runs instead of one per run); each task's test metrics from its own
-    selected epoch, and that epoch."""
+    selected epoch, and that epoch; ``settings`` are more ``--set`` items."""
     from graviti_dist.train import fit, load_train_config
 
     settings = [f"partitions={parts}", f"out={out}", f"model.kind={kind}", f"seed={seed}", f"epochs={epochs}",
                 f"balancing={balancing}", f"model.degree_features={str(degree).lower()}", "num_workers=1",
-                "progress=false", "keep_checkpoints=1"]
+                "progress=false", "keep_checkpoints=1", *settings]
     if tasks:
         settings.append(f"tasks=[{','.join(tasks)}]")
     started, run = time.perf_counter(), RunDir(out)

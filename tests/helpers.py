@@ -108,6 +108,16 @@ def block_edges(blocks, inputs) -> list[list[tuple[int, int, int]]]:
     return out
 
 
+def block_edge_inputs(blocks, inputs) -> list[list[tuple]]:
+    """:func:`block_edges` with each edge's inputs (rounded) after its relation."""
+    out, nodes = [], inputs
+    for block in blocks:
+        values = [tuple(round(v, 5) for v in row) for row in block.efeat.tolist()]
+        out.append(sorted(zip(nodes[block.src].tolist(), nodes[block.dst].tolist(), block.etype.tolist(), values)))
+        nodes = nodes[: block.num_dst]
+    return out
+
+
 def same_features(a, ids_a, b, ids_b) -> None:
     """Assert two TypedFeatures hold the same rows for the same ids, whatever their order."""
     import torch

@@ -105,7 +105,7 @@ class PartitionInference:
         self.part, self.model, self.device, self.chunk = part, model, torch.device(device), chunk
         self.inputs = NodeMinibatches(part, [1], 1, "train", shuffle=False)  # feature gathering + standardisation
         self.sampler = dgl.dataloading.MultiLayerFullNeighborSampler(1)
-        self.etype = part.graph.edata[dgl.ETYPE]
+        self.etype, self.edge_inputs = part.graph.edata[dgl.ETYPE], part.edge_inputs
         self.num_layers = model.encoder.num_layers
         self.edge_times: EdgeTimes | None = None  # read on the first explanation
 
@@ -130,8 +130,9 @@ class PartitionInference:
         src, eid = renumber[src], b.edata[dgl.EID]
         by_eid = torch.argsort(eid)  # ties (parallel edges of several relations) in edge-id order
         order = by_eid[torch.argsort((dst_local * input_nodes.numel() + src)[by_eid], stable=True)]
-        etype = self.etype[eid[order]]
-        block = Block.from_edges(src[order], dst_local[order], b.num_src_nodes(), num_dst, etype=etype)
+        edges = eid[order]
+        efeat = None if self.edge_inputs is None else self.edge_inputs.index_select(0, edges)
+        block = Block.from_edges(src[order], dst_local[order], b.num_src_nodes(), num_dst, etype=self.etype[edges], efeat=efeat)
         return input_nodes, block, eid[order]
 
     @torch.no_grad()

@@ -3,7 +3,8 @@
 A layer is DGL's ``GATConv`` (same parameters, same maths; a test checks it
 on real sampled blocks) plus what a typed social graph needs: a learned
 relation embedding that enters both the attention score and the message,
-edge features (``ts``/``weight``) that bias attention, optional GATv2
+edge inputs (age and weight of each edge) that bias attention and join the
+message, optional GATv2
 attention, layer norm and residuals.
 
 Cost notes: the attention vectors are folded into the projection
@@ -46,7 +47,8 @@ class EncoderConfig:
     gatv2: bool = False
     num_relations: int = 1  # > 1: a learned embedding per relation (edge type) in attention and messages
     typed_relations: bool = True  # False keeps one relation whatever the graph has: a plain GAT
-    edge_feat_dim: int = 0
+    edge_feat_dim: int = 0  # width of the blocks' edge inputs (build_model sets it from the partition set)
+    edge_inputs: bool = True  # False: ignore the set's edge inputs
     structural_inputs: bool = False  # read the inputs' structural columns (log degrees) where they have them
 
     def __post_init__(self):
@@ -75,6 +77,9 @@ class GATLayer(nn.Module):
         self.negative_slope = negative_slope
         self.rel_emb = nn.Parameter(torch.zeros(num_relations, heads, out_dim)) if num_relations > 1 else None
         self.edge_attn = nn.Linear(edge_feat_dim, heads, bias=False) if edge_feat_dim else None
+        # Edge inputs also enter the message: attention alone only reweighs neighbours, so a target
+        # that depends on when edges were made (not on whom they came from) needs them in the sum too.
+        self.edge_msg = nn.Parameter(torch.zeros(edge_feat_dim, heads, out_dim)) if edge_feat_dim else None
         self.res_fc: nn.Module | None = None
         if residual:
             self.res_fc = nn.Identity() if in_dim == heads * out_dim else nn.Linear(in_dim, heads * out_dim, bias=bias)
@@ -143,6 +148,8 @@ class GATLayer(nn.Module):
             num_rel = self.rel_emb.shape[0]
             mass = attn.new_zeros(block.num_dst * num_rel, heads).index_add_(0, block.dst * num_rel + block.etype, attn)
             out = out + torch.einsum("nrh,rhd->nhd", mass.view(block.num_dst, num_rel, heads), self.rel_emb)
+        if self.edge_msg is not None and block.efeat is not None:
+            out = out + self._edge_message(block, attn)
         if self.res_fc is not None:
             out = out + self.res_fc(h_dst).view(-1, heads, width)
         if self.bias is not None:
@@ -150,6 +157,14 @@ class GATLayer(nn.Module):
         if self.norm is not None:
             out = self.norm(out.reshape(-1, heads * width)).view(-1, heads, width)
         return (out, attn) if return_attention else out
+
+
+    def _edge_message(self, block: Block, attn: torch.Tensor) -> torch.Tensor:
+        """sum_e a_e (x_e W_x): the attention-weighted edge inputs per destination, then projected;
+        (E, heads, F) with F the few edge inputs (2: age, weight), never (E, heads, width)."""
+        weighted = attn.unsqueeze(-1) * block.efeat.unsqueeze(1)
+        per_dst = weighted.new_zeros(block.num_dst, *weighted.shape[1:]).index_add_(0, block.dst, weighted)
+        return torch.einsum("nhf,fhd->nhd", per_dst, self.edge_msg)
 
 
 class GATEncoder(nn.Module):

@@ -42,9 +42,9 @@ import torch
 from graviti_dist._dgl import dgl, metis_assignment
 from graviti_dist.crawl import Crawl, Dedupe, load_crawl, load_schema
 from graviti_dist.errors import FieldError, GravitiError
-from graviti_dist.partition.graph import build_graph, log_in_degrees
+from graviti_dist.partition.graph import attach_edge_inputs, build_graph, log_in_degrees
 from graviti_dist.partition.halo import HaloPlan, plan_halo
-from graviti_dist.partition.layout import (DEGREE, FORMAT_VERSION, FeatureInfo, Manifest, PartitionSet, PartitionSpec, PartStats,
+from graviti_dist.partition.layout import (DEGREE, EDGE_INPUTS, FORMAT_VERSION, EdgeInputInfo, FeatureInfo, Manifest, PartitionSet, PartitionSpec, PartStats,
                                           StructuralInfo, TaskInfo, file_records)
 from graviti_dist.partition.read import read_crawl_parallel
 from graviti_dist.partition.splits import SPLIT_NAMES, TRAIN, make_splits, message_passing_crawl, split_masks
@@ -94,6 +94,7 @@ def partition_crawl(crawl_dir: str | Path, out: str | Path, spec: PartitionSpec,
             node_splits, link_splits = make_splits(crawl, spec.split, spec.seed, spec.split_by)
             graph, train_count = _split_graph(crawl, node_splits, link_splits)
             structural = _attach_degrees(graph)
+            edge_inputs = attach_edge_inputs(graph, EDGE_INPUTS)
             sim_g = dgl.to_homogeneous(graph)
         with stages("assign"):
             node_parts = _assign(sim_g, np.concatenate([train_count[t] for t in graph.ntypes]), spec)
@@ -114,7 +115,7 @@ def partition_crawl(crawl_dir: str | Path, out: str | Path, spec: PartitionSpec,
                 stats = _write(parts, plan, plan_arg, graph, sim_g, crawl, node_parts, link_splits, spec, actors, node_refs)
             report = _report(sim_g, node_parts, stats, stages, spec)
             parts.write_report(report)
-            manifest = _manifest(crawl, crawl_dir, graph, spec, stats, node_splits, structural)
+            manifest = _manifest(crawl, crawl_dir, graph, spec, stats, node_splits, structural, edge_inputs)
             # last: marks a finished set, and records every other file's size and checksum
             parts.write_manifest(manifest.model_copy(update={"files": file_records(parts.root)}))
     return report
@@ -290,11 +291,13 @@ def _feature_info(feature) -> FeatureInfo:
 
 
 def _manifest(crawl: Crawl, crawl_dir: Path, graph, spec: PartitionSpec, stats: list[PartStats], node_splits,
-              structural: dict[str, StructuralInfo]) -> Manifest:
+              structural: dict[str, StructuralInfo], edge_inputs: EdgeInputInfo | None) -> Manifest:
     features = {t: {name: _feature_info(f) for name, f in table.features.items()} for t, table in crawl.nodes.items()}
     return Manifest(
         format_version=FORMAT_VERSION, crawl=str(crawl_dir), schema=crawl.schema, spec=spec,
         ntypes=list(graph.ntypes), etypes=[tuple(c) for c in graph.canonical_etypes], features=features, structural=structural,
+        edge_inputs=edge_inputs,
         tasks=[_task_info(task, crawl, node_splits) for task in crawl.schema.tasks],
-        edge_attributes={":".join(c): sorted(graph.edges[c].data.keys()) for c in graph.canonical_etypes},
+        edge_attributes={":".join(c): sorted(k for k in graph.edges[c].data.keys() if k != EDGE_INPUTS)
+                         for c in graph.canonical_etypes},
         parts=stats)

@@ -17,6 +17,7 @@ import torch
 
 from graviti_dist._dgl import dgl
 from graviti_dist.crawl import Crawl, NodeTable, TaskLabels
+from graviti_dist.partition.layout import EdgeInputInfo
 
 REVERSE_PREFIX = "rev_"
 
@@ -88,6 +89,42 @@ def log_in_degrees(graph: "dgl.DGLGraph", node_type: str) -> tuple[list[str], np
     columns = [np.log1p(graph.in_degrees(etype=c).numpy().astype(np.float32)) for c in relations]
     matrix = np.stack(columns, 1) if columns else np.zeros((graph.num_nodes(node_type), 0), np.float32)
     return [":".join(c) for c in relations], matrix
+
+
+def _raw_edge_inputs(data: dict[str, torch.Tensor], num_edges: int, columns: list[str], latest_ts: int | None) -> np.ndarray:
+    """One relation's edge inputs before standardising, NaN where it lacks the attribute. Ages are
+    log-scaled: crawl timestamps span years while what attention needs to tell apart is hours
+    against days (an edge from the future of ``latest_ts`` cannot occur; clipped to age 0)."""
+    out = np.full((num_edges, len(columns)), np.nan, np.float64)
+    if "age" in columns and "ts" in data:
+        age = (latest_ts - data["ts"].numpy().astype(np.float64)).clip(min=0)
+        out[:, columns.index("age")] = np.log1p(age)
+    if "weight" in columns and "weight" in data:
+        weight = data["weight"].numpy().astype(np.float64)
+        out[:, columns.index("weight")] = np.sign(weight) * np.log1p(np.abs(weight))
+    return out
+
+
+def attach_edge_inputs(graph: "dgl.DGLGraph", key: str) -> EdgeInputInfo | None:
+    """Every edge's standardised inputs as edge data ``key`` ((E, F) float32, every relation; 0
+    where a relation lacks an attribute), and their statistics for the manifest. None when no
+    relation has ``ts`` or ``weight``."""
+    present = {k for c in graph.canonical_etypes for k in graph.edges[c].data.keys()}
+    columns = [name for name, attr in (("age", "ts"), ("weight", "weight")) if attr in present]
+    if not columns:
+        return None
+    latest = max((int(graph.edges[c].data["ts"].max()) for c in graph.canonical_etypes
+                  if "ts" in graph.edges[c].data and graph.num_edges(c)), default=None)
+    raw = {c: _raw_edge_inputs(dict(graph.edges[c].data), graph.num_edges(c), columns, latest) for c in graph.canonical_etypes}
+    stacked = np.concatenate(list(raw.values())) if raw else np.zeros((0, len(columns)))
+    count = np.sum(~np.isnan(stacked), 0)
+    mean = np.where(count > 0, np.nanmean(np.where(count > 0, stacked, 0), 0), 0.0)
+    std = np.where(count > 1, np.nanstd(np.where(count > 1, stacked, 0), 0, ddof=1), 1.0)
+    std = np.where(std > 1e-6, std, 1.0)
+    for c, values in raw.items():
+        standardised = np.nan_to_num((values - mean) / std, nan=0.0).astype(np.float32)
+        graph.edges[c].data[key] = torch.from_numpy(standardised)
+    return EdgeInputInfo(columns=columns, mean=mean.tolist(), std=std.tolist(), latest_ts=latest)
 
 
 def node_arrays(table: NodeTable, labels: dict[str, TaskLabels]) -> dict[str, np.ndarray]:

@@ -47,6 +47,9 @@ LINK_SPLITS_DIR = "link_splits"
 # node-data key of each node's structural inputs (log1p in-degree per relation) in node_feat.dgl
 # and halo_feat.dgl, beside the crawl's feat_* columns
 DEGREE = "degree"
+# edge-data key, in each part's graph.dgl, of every local edge's inputs (inner and halo edges alike:
+# DGL's edge_feat.dgl holds inner edges only, and sampling past the first hop reaches halo edges)
+EDGE_INPUTS = "edge_inputs"
 EXECUTORS = ("auto", "ray", "local")
 
 
@@ -115,6 +118,22 @@ class StructuralInfo(_Record):
     std: list[float]
 
 
+class EdgeInputInfo(_Record):
+    """The edge input columns (``EDGE_INPUTS``): ``age`` is log1p(latest_ts - ts), from the crawl's
+    latest ``ts``; ``weight`` is sign(w) log1p(|w|). Each is standardised with its mean and standard
+    deviation over the message-passing graph's edges that have it (validation and test link edges
+    are not among them); an edge whose relation lacks the attribute reads 0, the mean."""
+
+    columns: list[str]
+    mean: list[float]
+    std: list[float]
+    latest_ts: int | None = None
+
+    @property
+    def width(self) -> int:
+        return len(self.columns)
+
+
 class FileRecord(_Record):
     """A file of the set as the partitioner wrote it."""
 
@@ -177,6 +196,7 @@ class Manifest(_Record):
     etypes: list[tuple[str, str, str]]
     features: dict[str, dict[str, FeatureInfo]]
     structural: dict[str, StructuralInfo] = Field(default_factory=dict)  # node type -> its DEGREE columns; empty in older sets
+    edge_inputs: EdgeInputInfo | None = None  # None: no relation has ts or weight, or an older set
     tasks: list[TaskInfo]
     edge_attributes: dict[str, list[str]]
     parts: list[PartStats]

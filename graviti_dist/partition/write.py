@@ -23,7 +23,7 @@ from graviti_dist._dgl import dgl
 from graviti_dist.crawl import Crawl
 from graviti_dist.partition.graph import node_arrays
 from graviti_dist.partition.halo import HaloPlan
-from graviti_dist.partition.layout import GRAPH_NAME, HALO_FEATS, NODE_FEATS, PartitionSet, PartStats, part_files
+from graviti_dist.partition.layout import EDGE_INPUTS, GRAPH_NAME, HALO_FEATS, NODE_FEATS, PartitionSet, PartStats, part_files
 from graviti_dist.runtime.ray_cluster import ray_get
 
 # Node data keys that come straight from the read (see graph.node_arrays); the rest (split masks) the driver makes.
@@ -123,7 +123,11 @@ class PartitionWriter:
         # Fancy indexing copies out of Ray's read-only shared memory.
         ntype, etype = torch.from_numpy(ctx.sim_ntype[orig]), torch.from_numpy(ctx.sim_etype[orig_e])
         part.ndata[dgl.NTYPE], part.edata[dgl.ETYPE] = ntype, etype
-        return _PartFrame(part, ntype, etype, torch.from_numpy(ctx.sim_nid[orig]), torch.from_numpy(ctx.sim_eid[orig_e]))
+        type_eid = ctx.sim_eid[orig_e]
+        inputs = [ctx.edge_data.get(c, {}).get(EDGE_INPUTS) for c in ctx.etypes]
+        if all(columns is not None for columns in inputs):
+            part.edata[EDGE_INPUTS] = _local_edge_inputs(inputs, etype.numpy(), type_eid)
+        return _PartFrame(part, ntype, etype, torch.from_numpy(ctx.sim_nid[orig]), torch.from_numpy(type_eid))
 
     @staticmethod
     def _write_node_data(frame: _PartFrame, ctx: WriterContext, folder: Path) -> dict:
@@ -156,8 +160,19 @@ class PartitionWriter:
             local = local[torch.argsort(frame.graph.edata[dgl.EID][local])]
             ids = frame.type_eid[local].numpy()
             for key, values in ctx.edge_data.get(canonical, {}).items():
+                if key == EDGE_INPUTS:  # every local edge's, in the part's graph
+                    continue
                 edge_feats[":".join(canonical) + "/" + key] = torch.from_numpy(np.ascontiguousarray(values[ids]))
         dgl.data.utils.save_tensors(str(path), edge_feats)
+
+
+def _local_edge_inputs(inputs: list[np.ndarray], etype: np.ndarray, type_eid: np.ndarray) -> torch.Tensor:
+    """The edge inputs of a part's local edges, inner and halo, in local edge order."""
+    out = np.empty((len(etype), inputs[0].shape[1]), np.float32)
+    for e, columns in enumerate(inputs):
+        local = np.flatnonzero(etype == e)
+        out[local] = columns[type_eid[local]]
+    return torch.from_numpy(out)
 
 
 def writer_actors(num_parts: int, num_actors: int | None) -> list:

@@ -7,7 +7,8 @@ features are grouped per node type as :class:`TypedFeatures`.
 Link tasks add, per step, ``link_pairs`` of their edges whose source the
 partition owns, each with ``negatives`` destinations drawn uniformly from the
 partition's nodes of the destination type; their nodes join the seeds.
-Not yet here: edge features of halo edges (DGL keeps only inner edges' data).
+Edges carry the set's edge inputs (``WorkerPartition.edge_inputs``: age and weight, halo edges
+included) where it has them.
 """
 
 from __future__ import annotations
@@ -118,12 +119,15 @@ class NodeMinibatches:
         """DGL's neighbour sampling of ``seeds``: (input nodes, blocks as index tensors with relation ids)."""
         part = self.part
         input_nodes, _, dgl_blocks = self.sampler.sample_blocks(part.graph, seeds)
-        etype = part.graph.edata[dgl.ETYPE]
-        # DGL's sampler has built each block's source-major CSR already (edge ids = COO positions):
-        # taking it saves an argsort per block.
-        blocks = [Block.from_edges(*b.edges(), b.num_src_nodes(), b.num_dst_nodes(), etype=etype.index_select(0, b.edata[dgl.EID]),
-                                   transposed=b.adj_tensors("csr"))
-                  for b in dgl_blocks]
+        etype, edge_inputs = part.graph.edata[dgl.ETYPE], part.edge_inputs
+        blocks = []
+        for b in dgl_blocks:
+            eid = b.edata[dgl.EID]
+            efeat = None if edge_inputs is None else edge_inputs.index_select(0, eid)
+            # DGL's sampler has built each block's source-major CSR already (edge ids = COO positions):
+            # taking it saves an argsort per block.
+            blocks.append(Block.from_edges(*b.edges(), b.num_src_nodes(), b.num_dst_nodes(), etype=etype.index_select(0, eid),
+                                           efeat=efeat, transposed=b.adj_tensors("csr")))
         return input_nodes, blocks
 
     def gather(self, seeds: torch.Tensor, input_nodes: torch.Tensor, blocks: list[Block],

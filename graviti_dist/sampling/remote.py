@@ -72,6 +72,7 @@ class SampledEdges:
     src: np.ndarray
     dst: np.ndarray
     etype: np.ndarray
+    efeat: np.ndarray | None = None  # (E, F) edge inputs, where the set has them
     row_nodes: np.ndarray | None = None
     rows: dict[int, "FeatureRows"] | None = None
 
@@ -96,6 +97,7 @@ class GraphStore:
         self._index = pd.Index(self.part.graph.ndata[dgl.NID].numpy())
         self._inner = self.part.inner.numpy()
         self._etype = self.part.graph.edata[dgl.ETYPE]
+        self._edge_inputs = self.part.edge_inputs
 
     def ready(self) -> bool:
         """True once loaded (an actor's first answer)."""
@@ -119,8 +121,9 @@ class GraphStore:
         frontier = dgl.sampling.sample_neighbors(self.part.graph, torch.from_numpy(local), fanout)
         src, dst = frontier.edges()
         nid = self.part.graph.ndata[dgl.NID]
-        etype = self._etype.index_select(0, frontier.edata[dgl.EID])
-        edges = SampledEdges(nid[src].numpy(), nid[dst].numpy(), etype.numpy())
+        eid = frontier.edata[dgl.EID]
+        efeat = None if self._edge_inputs is None else self._edge_inputs.index_select(0, eid).numpy()
+        edges = SampledEdges(nid[src].numpy(), nid[dst].numpy(), self._etype.index_select(0, eid).numpy(), efeat)
         if with_rows:
             held = torch.unique(torch.cat([torch.from_numpy(local), src]))
             edges.row_nodes, edges.rows = nid[held].numpy(), self._rows(held)
@@ -210,10 +213,7 @@ class RemoteMinibatches(NodeMinibatches):
         self.requests += len(futures)
         own = [self.local.sample(nodes[owner == self.local.part_id], fanout)] if self.local.part_id in owners else []
         replies = self._results(futures)
-        parts = replies + own
-        edges = SampledEdges(*(np.concatenate([getattr(e, k) for e in parts]) if parts else np.zeros(0, np.int64)
-                               for k in ("src", "dst", "etype")))
-        return edges, replies
+        return _concatenated(replies + own, self.part.edge_inputs), replies
 
     def features(self, input_nodes: torch.Tensor) -> TypedFeatures:
         """Input rows of shuffled ids ``input_nodes``: from this worker's partition where it holds
@@ -326,6 +326,19 @@ def _scatter(chunks: list[tuple[torch.Tensor, torch.Tensor]], rows: int, fill: i
     return out
 
 
+def _concatenated(parts: list[SampledEdges], edge_inputs: torch.Tensor | None) -> SampledEdges:
+    """One hop's edges from every store that sampled some; ``edge_inputs`` (this worker's) says
+    whether the set has edge inputs, and their width."""
+    def joined(key: str, empty: np.ndarray) -> np.ndarray:
+        return np.concatenate([getattr(e, key) for e in parts]) if parts else empty
+
+    no_ids = np.zeros(0, np.int64)
+    efeat = None
+    if edge_inputs is not None:
+        efeat = joined("efeat", np.zeros((0, edge_inputs.shape[1]), np.float32))
+    return SampledEdges(joined("src", no_ids), joined("dst", no_ids), joined("etype", no_ids), efeat)
+
+
 def _block(dst: np.ndarray, edges: SampledEdges) -> tuple[np.ndarray, Block]:
     """A block into ``dst`` (shuffled ids) from sampled edges: its source nodes are ``dst`` first,
     then the new ones in order of first appearance among the sources (as DGL's ``to_block``).
@@ -337,5 +350,6 @@ def _block(dst: np.ndarray, edges: SampledEdges) -> tuple[np.ndarray, Block]:
     position, src_nodes = pd.factorize(np.concatenate([dst, edges.src, edges.dst]))
     src = torch.from_numpy(position[count:count + sampled])
     dst_index = torch.from_numpy(position[count + sampled:])
-    block = Block.from_edges(src, dst_index, len(src_nodes), count, etype=torch.from_numpy(edges.etype).long())
+    efeat = None if edges.efeat is None else torch.from_numpy(np.ascontiguousarray(edges.efeat))
+    block = Block.from_edges(src, dst_index, len(src_nodes), count, etype=torch.from_numpy(edges.etype).long(), efeat=efeat)
     return np.asarray(src_nodes, np.int64), block

@@ -19,7 +19,7 @@ import torch
 
 from graviti_dist._dgl import dgl
 from graviti_dist.model import NodeInputSpec
-from graviti_dist.partition import DEGREE, FeatureInfo, Manifest, PartitionSet, StructuralInfo, TaskInfo
+from graviti_dist.partition import DEGREE, EDGE_INPUTS, FeatureInfo, Manifest, PartitionSet, StructuralInfo, TaskInfo
 from graviti_dist.errors import GravitiError
 
 
@@ -44,6 +44,12 @@ class WorkerPartition:
     @property
     def ntypes(self) -> list[str]:
         return self.manifest.ntypes
+
+    @property
+    def edge_inputs(self) -> torch.Tensor | None:
+        """(E_local, F) standardised inputs of every local edge (``Manifest.edge_inputs`` names the
+        columns); None for a set without them."""
+        return self.graph.edata[EDGE_INPUTS] if EDGE_INPUTS in self.graph.edata else None
 
 
 def load_worker_partition(part_dir: str | Path, part_id: int) -> WorkerPartition:

@@ -36,6 +36,8 @@ class ModelConfig(_Strict):
     # -0.012, views RMSE by +0.023 and days RMSE by -8.9, each within one sd: no measured gain.
     degree_features: bool = Field(False, description="each node's log1p in-degree per relation (the partitioner's, "
                                                       "standardised over the set) as inputs beside its features")
+    edge_inputs: bool = Field(True, description="each edge's age (against the crawl's latest ts) and weight, where "
+                                                "the set's relations have them, in attention and messages")
     fanouts: list[int] = Field(default_factory=lambda: [10, 10], min_length=1,
                                description="neighbours sampled per layer, outermost last; one GAT layer each")
 
@@ -180,7 +182,7 @@ def check_against_partitions(config: TrainConfig) -> Manifest:
 # Everything else (epochs, lr, workers, dropout, early stopping, ...) may change on --resume.
 _CHECKPOINT_SHAPE = ("partitions", "tasks", "balancing", "model.kind", "model.hidden", "model.heads", "model.gatv2",
                      "model.relations", "model.layer_norm", "model.residual", "model.fanouts",
-                     "model.degree_features")
+                     "model.degree_features", "model.edge_inputs")
 
 
 def _dotted(config: TrainConfig, key: str):
@@ -211,4 +213,5 @@ def encoder_config(config: TrainConfig):
     m = config.model
     return EncoderConfig(kind=m.kind, hidden=m.hidden, heads=m.heads, layers=len(m.fanouts), dropout=m.dropout,
                          attn_dropout=m.attn_dropout, gatv2=m.gatv2, layer_norm=m.layer_norm,
-                         residual=m.residual, typed_relations=m.relations, structural_inputs=m.degree_features)
+                         residual=m.residual, typed_relations=m.relations, structural_inputs=m.degree_features,
+                         edge_inputs=m.edge_inputs)

@@ -44,7 +44,9 @@ def build_model(part: WorkerPartition, encoder: EncoderConfig, balancing: str = 
     """The multi-task model for the partition's node tasks (or the ``tasks`` subset), weights into the balancer."""
     specs = [s for s in task_specs(part) if tasks is None or s.name in tasks]
     relations = len(part.manifest.etypes) if encoder.typed_relations else 1
-    encoder = EncoderConfig(**{**encoder.__dict__, "num_relations": relations})
+    edge_inputs = part.manifest.edge_inputs
+    edge_feat_dim = edge_inputs.width if encoder.edge_inputs and edge_inputs is not None else 0
+    encoder = EncoderConfig(**{**encoder.__dict__, "num_relations": relations, "edge_feat_dim": edge_feat_dim})
     return MultiTaskModel(build_encoder(encoder, part.inputs), specs, build_balancer(balancing, [s.name for s in specs], weights))
 
 
