@@ -6,7 +6,7 @@ datasets in ../shared have no edge times, so this is where the setting can be me
 Every run is ``graviti train``'s ``fit`` as a user runs it (1 Ray Train worker, one local Ray for
 all runs), each task at its own best validation epoch.
 
-Usage: python -m benchmarks.quality_edge_inputs [--users 5000] [--seeds 0,1,2] [--epochs 15]
+Usage: python -m benchmarks.quality_edge_inputs [--users 10000] [--seeds 0,1,2] [--epochs 20]
        [--workdir /tmp/graviti-edge-inputs]
 """
 
@@ -104,9 +104,9 @@ def plot(result: dict, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--users", type=int, default=5000)
+    parser.add_argument("--users", type=int, default=10000)
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/graviti-edge-inputs"),
                         help="finished runs found here are read back, not trained again")
     args = parser.parse_args()
