@@ -121,24 +121,25 @@ def _peak_rss_gb() -> float:
 
 def distgraph(set_dir: str, steps: int, ports: tuple[int, ...]) -> list[dict]:
     """DistGraph's servers (one per partition, on 127.0.0.1 ``ports``) and one trainer per partition as clients."""
-    ip_config = Path(tempfile.mkdtemp(prefix="distgraph-")) / "ip_config.txt"
-    ip_config.write_text("".join(f"127.0.0.1 {port}\n" for port in ports))
-    parts = len(ports)
-    ctx = mp.get_context("spawn")
-    servers = [ctx.Process(target=_dgl_server, args=(set_dir, str(ip_config), p, parts)) for p in range(parts)]
-    for s in servers:
-        s.start()
-    out = ctx.Queue()
-    clients = [ctx.Process(target=_dgl_client, args=(set_dir, str(ip_config), r, steps, out)) for r in range(parts)]
-    for c in clients:
-        c.start()
-    try:
-        results = _collect(out, parts, [*servers, *clients], limit_s=240)
-    finally:
-        for process in (*clients, *servers):
-            process.join(30)
-            if process.is_alive():
-                process.terminate()
+    with tempfile.TemporaryDirectory(prefix="distgraph-") as folder:  # one run's ip_config, gone after it
+        ip_config = Path(folder) / "ip_config.txt"
+        ip_config.write_text("".join(f"127.0.0.1 {port}\n" for port in ports))
+        parts = len(ports)
+        ctx = mp.get_context("spawn")
+        servers = [ctx.Process(target=_dgl_server, args=(set_dir, str(ip_config), p, parts)) for p in range(parts)]
+        for s in servers:
+            s.start()
+        out = ctx.Queue()
+        clients = [ctx.Process(target=_dgl_client, args=(set_dir, str(ip_config), r, steps, out)) for r in range(parts)]
+        for c in clients:
+            c.start()
+        try:
+            results = _collect(out, parts, [*servers, *clients], limit_s=240)
+        finally:
+            for process in (*clients, *servers):
+                process.join(30)
+                if process.is_alive():
+                    process.terminate()
     return sorted(results, key=lambda r: r["rank"])
 
 
