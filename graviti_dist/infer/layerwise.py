@@ -32,7 +32,8 @@ def trained_model(run: TrainedRun, part: WorkerPartition, device: torch.device |
                   state: dict | None = None) -> MultiTaskModel:
     """The run's model, rebuilt for ``part``'s schema and loaded with its weights (``state``, default
     the summed selection's), in eval mode."""
-    model = build_model(part, encoder_config(run.config), run.config.balancing, run.config.tasks, run.config.task_weights)
+    model = build_model(part, encoder_config(run.config), run.config.balancing, run.config.tasks, run.config.task_weights,
+                        run.config.model.head_hidden)
     try:
         model.load_state_dict(run.state if state is None else state)
     except RuntimeError as exc:

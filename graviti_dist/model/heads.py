@@ -29,6 +29,11 @@ class TaskSpec:
     target_std: float = 1.0
     dst_node_type: int = 0  # link: node type id of the destination nodes
     scorer: str = "dot"  # link: dot | mlp
+    hidden: int = 0  # node tasks: width of the head's own hidden layer; 0, a linear head
+
+    def __post_init__(self):
+        if self.hidden < 0:
+            raise ValueError(f"task {self.name!r}: head hidden width must be >= 0, not {self.hidden}")
 
     @property
     def is_link(self) -> bool:
@@ -61,6 +66,14 @@ def _labelled(target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask, target, torch.zeros((), dtype=target.dtype, device=target.device))
 
 
+def _output_map(emb_dim: int, outputs: int, hidden: int) -> nn.Module:
+    """The head's map from the shared embedding: linear, or with ``hidden`` > 0 one hidden layer of its
+    own (ELU), so that tasks which need different nonlinear reads of the embedding need not share one."""
+    if not hidden:
+        return nn.Linear(emb_dim, outputs)
+    return nn.Sequential(nn.Linear(emb_dim, hidden), nn.ELU(), nn.Linear(hidden, outputs))
+
+
 class TaskHead(nn.Module):
     def __init__(self, spec: TaskSpec, emb_dim: int):
         super().__init__()
@@ -78,7 +91,7 @@ class TaskHead(nn.Module):
 class MulticlassHead(TaskHead):
     def __init__(self, spec: TaskSpec, emb_dim: int):
         super().__init__(spec, emb_dim)
-        self.linear = nn.Linear(emb_dim, spec.num_classes)
+        self.linear = _output_map(emb_dim, spec.num_classes, spec.hidden)
 
     def forward(self, emb):
         return self.linear(emb)
@@ -94,7 +107,7 @@ class MulticlassHead(TaskHead):
 class BinaryHead(TaskHead):
     def __init__(self, spec: TaskSpec, emb_dim: int):
         super().__init__(spec, emb_dim)
-        self.linear = nn.Linear(emb_dim, 1)
+        self.linear = _output_map(emb_dim, 1, spec.hidden)
         self.register_buffer("pos_weight", torch.tensor(spec.pos_weight if spec.pos_weight else 1.0))
 
     def forward(self, emb):
@@ -113,7 +126,7 @@ class BinaryHead(TaskHead):
 class MultilabelHead(BinaryHead):
     def __init__(self, spec: TaskSpec, emb_dim: int):
         TaskHead.__init__(self, spec, emb_dim)
-        self.linear = nn.Linear(emb_dim, spec.width)
+        self.linear = _output_map(emb_dim, spec.width, spec.hidden)
         self.register_buffer("pos_weight", torch.full((spec.width,), spec.pos_weight if spec.pos_weight else 1.0))
 
     def forward(self, emb):
@@ -133,7 +146,7 @@ class RegressionHead(TaskHead):
         super().__init__(spec, emb_dim)
         if spec.loss not in ("mse", "huber"):
             raise ValueError(f"regression loss must be mse or huber, not {spec.loss!r}")
-        self.linear = nn.Linear(emb_dim, 1)
+        self.linear = _output_map(emb_dim, 1, spec.hidden)
         self.register_buffer("mean", torch.tensor(float(spec.target_mean)))
         self.register_buffer("std", torch.tensor(float(spec.target_std) if spec.target_std > 0 else 1.0))
 

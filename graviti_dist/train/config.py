@@ -38,6 +38,8 @@ class ModelConfig(_Strict):
                                                       "standardised over the set) as inputs beside its features")
     edge_inputs: bool = Field(True, description="each edge's age (against the crawl's latest ts) and weight, where "
                                                 "the set's relations have them, in attention and messages")
+    head_hidden: int = Field(0, ge=0, description="a hidden layer of this width (ELU) in each node task's head; "
+                                                  "0: linear heads on the shared embedding")
     fanouts: list[int] = Field(default_factory=lambda: [10, 10], min_length=1,
                                description="neighbours sampled per layer, outermost last; one GAT layer each")
 
@@ -182,7 +184,7 @@ def check_against_partitions(config: TrainConfig) -> Manifest:
 # Everything else (epochs, lr, workers, dropout, early stopping, ...) may change on --resume.
 _CHECKPOINT_SHAPE = ("partitions", "tasks", "balancing", "model.kind", "model.hidden", "model.heads", "model.gatv2",
                      "model.relations", "model.layer_norm", "model.residual", "model.fanouts",
-                     "model.degree_features", "model.edge_inputs")
+                     "model.degree_features", "model.edge_inputs", "model.head_hidden")
 
 
 def _dotted(config: TrainConfig, key: str):

@@ -20,8 +20,9 @@ from graviti_dist.sampling import MinibatchStream, NodeMinibatches, WorkerPartit
 from graviti_dist.train.metrics import Gather, TaskMetric, single_worker
 
 
-def task_specs(part: WorkerPartition) -> list[TaskSpec]:
-    """Head specs for the partition's tasks (node tasks with the partitioner's training statistics, link tasks)."""
+def task_specs(part: WorkerPartition, head_hidden: int = 0) -> list[TaskSpec]:
+    """Head specs for the partition's tasks (node tasks with the partitioner's training statistics and
+    ``head_hidden``, link tasks)."""
     type_id = {name: i for i, name in enumerate(part.ntypes)}
     specs = []
     for task in part.manifest.tasks:
@@ -34,15 +35,15 @@ def task_specs(part: WorkerPartition) -> list[TaskSpec]:
             name=task.name, type=task.type, node_type=type_id[task.node_type],
             num_classes=len(task.classes or []) or (task.num_classes or 2), width=task.width or 1,
             target_mean=task.train_mean if task.train_mean is not None else 0.0,
-            target_std=task.train_std if task.train_std is not None else 1.0,
+            target_std=task.train_std if task.train_std is not None else 1.0, hidden=head_hidden,
         ))
     return specs
 
 
 def build_model(part: WorkerPartition, encoder: EncoderConfig, balancing: str = "static", tasks: list[str] | None = None,
-                weights: dict[str, float] | None = None) -> MultiTaskModel:
+                weights: dict[str, float] | None = None, head_hidden: int = 0) -> MultiTaskModel:
     """The multi-task model for the partition's node tasks (or the ``tasks`` subset), weights into the balancer."""
-    specs = [s for s in task_specs(part) if tasks is None or s.name in tasks]
+    specs = [s for s in task_specs(part, head_hidden) if tasks is None or s.name in tasks]
     relations = len(part.manifest.etypes) if encoder.typed_relations else 1
     edge_inputs = part.manifest.edge_inputs
     edge_feat_dim = edge_inputs.width if encoder.edge_inputs and edge_inputs is not None else 0

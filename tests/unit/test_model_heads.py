@@ -104,3 +104,25 @@ def test_nan_targets_of_unlabelled_seeds_never_reach_the_gradient(kind):
     assert emb.grad[1].abs().sum() == 0  # unlabelled rows get no gradient
     empty = head.loss(head(emb), target, torch.zeros(5, dtype=torch.bool))
     assert float(empty.detach()) == 0.0
+
+
+def test_a_head_with_a_hidden_layer_fits_what_a_linear_head_cannot():
+    """XOR of two embedding coordinates: no linear read of the embedding gets it, a head with a
+    hidden layer of its own does (what model.head_hidden gives each task)."""
+    torch.manual_seed(0)
+    emb = torch.randn(512, 2)
+    target = ((emb[:, 0] > 0) ^ (emb[:, 1] > 0)).float()
+    mask = torch.ones(512, dtype=torch.bool)
+    final = {}
+    for hidden in (0, 16):
+        head = build_head(TaskSpec("xor", "binary", hidden=hidden), 2)
+        optimizer = torch.optim.Adam(head.parameters(), lr=0.05)
+        for _ in range(300):
+            optimizer.zero_grad()
+            loss = head.loss(head(emb), target, mask)
+            loss.backward()
+            optimizer.step()
+        final[hidden] = float(((head.predict(head(emb)) > 0.5).float() == target).float().mean())
+    assert final[0] < 0.7 and final[16] > 0.95, final
+    with pytest.raises(ValueError, match="hidden width"):
+        TaskSpec("xor", "binary", hidden=-1)
