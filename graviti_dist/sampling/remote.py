@@ -24,6 +24,7 @@ the last hop that other stores own or sampled, and those stores send them with t
 from __future__ import annotations
 
 import time
+import warnings
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Protocol
@@ -246,7 +247,7 @@ class RemoteMinibatches(NodeMinibatches):
             at = pd.Index(reply.row_nodes).get_indexer(nodes[missing])
             found = at >= 0
             if found.any():
-                rows = _typed(reply.rows, self.ranges.node_type(reply.row_nodes))
+                rows = _typed(reply.rows, self.ranges.node_type(reply.row_nodes), only_read=True)
                 pieces.append((missing[found], _take(rows, at[found], types[missing[found]])))
             missing = missing[~found]
         self._sampled_rows = None
@@ -259,16 +260,24 @@ class RemoteMinibatches(NodeMinibatches):
         return results
 
 
-def _typed(rows: dict[int, FeatureRows], types: np.ndarray) -> TypedFeatures:
-    """A store's reply as TypedFeatures over the nodes it was asked for."""
+def _typed(rows: dict[int, FeatureRows], types: np.ndarray, only_read: bool = False) -> TypedFeatures:
+    """A store's reply as TypedFeatures over the nodes it was asked for; ``only_read``: the caller
+    only selects rows from it, so read-only arrays are used in place rather than copied whole."""
+    tensor = _read_only_view if only_read else _tensor
     out = TypedFeatures(torch.from_numpy(types))
     for t, r in rows.items():
         out.positions[t] = torch.from_numpy(np.flatnonzero(types == t))
         if r.dense is not None:
-            out.dense[t] = _tensor(r.dense)
-        out.categorical[t] = [_tensor(c) for c in r.categorical]
-        out.multihot[t] = [_tensor(m) for m in r.multihot]
+            out.dense[t] = tensor(r.dense)
+        out.categorical[t] = [tensor(c) for c in r.categorical]
+        out.multihot[t] = [tensor(m) for m in r.multihot]
     return out
+
+
+def _read_only_view(array: np.ndarray) -> torch.Tensor:
+    with warnings.catch_warnings():  # never written: torch's warning about read-only arrays does not apply
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(array)
 
 
 def _take(features: TypedFeatures, index: np.ndarray, types: np.ndarray) -> TypedFeatures:
