@@ -116,7 +116,7 @@ def _train_renderer(filename: str):
 
 
 for _name in ("train-cpu-synthetic-1m", "train-cpu-synthetic-1m-tcmalloc", "train-cuda-synthetic-1m", "quality-twitch",
-              "quality-multitask", "remote", "distgraph"):
+              "quality-multitask", "quality-edge-inputs", "remote", "distgraph"):
     RENDERERS[_name] = _train_renderer(_name + ".json")
 
 

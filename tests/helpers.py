@@ -281,3 +281,16 @@ def assert_sampled_from(edges, inputs, blocks, fanouts) -> None:
         for d, n in Counter(d for _, d, _ in layer).items():
             assert n == min(fanout, in_degree[d]), (d, n, in_degree[d])
     assert np.isin(inputs.numpy(), [s for s, _, _ in edges] + [d for _, d, _ in edges]).all()
+
+
+def as_if_written(root, **spec):
+    """Re-record the manifest's file sizes and checksums (and ``spec`` fields) after an edit, as a
+    partitioner that wrote the edited files would have: what only the deep comparison can catch."""
+    import json
+
+    from graviti_dist.partition.layout import file_records
+
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["spec"].update(spec)
+    manifest["files"] = {k: v.model_dump() for k, v in file_records(root).items()}
+    (root / "manifest.json").write_text(json.dumps(manifest))

@@ -3,7 +3,7 @@
 Checks that each node is owned by exactly one partition; every message-passing
 edge of the crawl is an inner edge of exactly one partition; node features,
 labels, masks and splits (inner and halo) equal the crawl's through the id map;
-edge attributes likewise; and halos are complete to the declared depth: every
+edge attributes likewise, and every local edge's inputs (age, weight; halo edges too); and halos are complete to the declared depth: every
 node within ``halo_hops - 1`` in-hops of an inner node has all its in-edges.
 """
 
@@ -12,13 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from graviti_dist._dgl import dgl
 from graviti_dist.crawl import Crawl, load_crawl
 from graviti_dist.errors import GravitiError
-from graviti_dist.partition.graph import build_graph
-from graviti_dist.partition.layout import PartitionSet
+from graviti_dist.partition.graph import attach_edge_inputs, build_graph
+from graviti_dist.partition.layout import EDGE_INPUTS, PartitionSet
 from graviti_dist.partition.splits import make_splits, message_passing_crawl, split_masks
 
 
@@ -144,12 +145,47 @@ def check_partitions(part_dir: str | Path, crawl_dir: str | Path | None = None) 
                         + [graph.edges[canonical].data[k].numpy().astype(np.float64) for k in keys])
         if not _same_multiset(got, want):
             problems.append(f"edges {':'.join(canonical)}: the partitions' inner edges (with {keys}) differ from the crawl's")
+    problems += _edge_input_problems(manifest, graph, loaded, tid_of_shuffled, etypes)
     for i, part in enumerate(loaded):
         problems += _check_halo(i, part, global_in, hops)
     if problems:
         raise GravitiError(f"{part_dir}: partition check failed:\n  " + "\n  ".join(problems[:20]))
     return {"parts": num_parts, "nodes": int(metadata["num_nodes"]), "edges": int(metadata["num_edges"]), "halo_hops": hops,
             "checked": ["ownership", "edges", "node data", "edge data", "halo"]}
+
+
+def _edge_input_problems(manifest, graph, loaded: list, tid_of_shuffled: np.ndarray, etypes: list) -> list[str]:
+    """Every local edge's inputs (inner and halo) against the ones recomputed from the crawl: inner
+    edges as a multiset per relation, halo edges each an edge of the crawl with the same inputs."""
+    if manifest.edge_inputs is None:
+        return []
+    recomputed = attach_edge_inputs(graph, EDGE_INPUTS)
+    expected = {c: graph.edges[c].data.pop(EDGE_INPUTS).numpy().astype(np.float64) for c in etypes}
+    if recomputed is None or recomputed.columns != manifest.edge_inputs.columns or \
+            recomputed.latest_ts != manifest.edge_inputs.latest_ts:
+        return [f"edge inputs: the manifest's {manifest.edge_inputs.columns} (latest ts {manifest.edge_inputs.latest_ts}) "
+                f"are not the crawl's"]
+    problems = []
+    for e, canonical in enumerate(etypes):
+        want = np.vstack([np.stack([x.numpy() for x in graph.edges(etype=canonical)]).astype(np.float64), expected[canonical].T])
+        inner_rows, halo_rows = [], []
+        for part in loaded:
+            if EDGE_INPUTS not in part.edata:
+                return [f"part {loaded.index(part)}: no edge inputs in its graph"]
+            nid, (src, dst) = part.ndata[dgl.NID].numpy(), (x.numpy() for x in part.edges())
+            local = np.flatnonzero(part.edata[dgl.ETYPE].numpy() == e)
+            rows = np.vstack([tid_of_shuffled[nid[src[local]]], tid_of_shuffled[nid[dst[local]]],
+                              part.edata[EDGE_INPUTS].numpy()[local].astype(np.float64).T])
+            inner = part.edata["inner_edge"].numpy().astype(bool)[local]
+            inner_rows.append(rows[:, inner])
+            halo_rows.append(rows[:, ~inner])
+        name = ":".join(canonical)
+        if not _same_multiset(np.concatenate(inner_rows, axis=1), want):
+            problems.append(f"edges {name}: the partitions' inner edge inputs differ from the crawl's")
+        halo = np.concatenate(halo_rows, axis=1)
+        if halo.shape[1] and not pd.MultiIndex.from_arrays(list(halo)).isin(pd.MultiIndex.from_arrays(list(want))).all():
+            problems.append(f"edges {name}: some halo edges' inputs are not the crawl's")
+    return problems
 
 
 def _same_multiset(a: np.ndarray, b: np.ndarray) -> bool:

@@ -17,7 +17,7 @@ from graviti_dist.errors import GravitiError
 from graviti_dist.crawl.generate import generate_crawl
 from graviti_dist.partition import PartitionSpec, partition_crawl, resolve_executor
 from graviti_dist.partition.check import check_partitions
-from tests.helpers import small_schema, small_tables, write_crawl
+from tests.helpers import as_if_written, small_schema, small_tables, write_crawl
 
 
 @pytest.fixture(scope="module")
@@ -69,17 +69,6 @@ def test_train_nodes_are_balanced_too(twitch_parts):
         assert balance["max_over_mean"] <= 1.1, task
 
 
-def _as_if_written(root, **spec):
-    """Re-record the manifest's file sizes and checksums (and ``spec`` fields) after an edit, as a
-    partitioner that wrote the edited files would have: what only the deep comparison can catch."""
-    from graviti_dist.partition.layout import file_records
-
-    manifest = json.loads((root / "manifest.json").read_text())
-    manifest["spec"].update(spec)
-    manifest["files"] = {k: v.model_dump() for k, v in file_records(root).items()}
-    (root / "manifest.json").write_text(json.dumps(manifest))
-
-
 def test_check_catches_corrupted_features_and_id_maps(twitch_parts, tmp_path):
     import shutil
 
@@ -92,7 +81,7 @@ def test_check_catches_corrupted_features_and_id_maps(twitch_parts, tmp_path):
     dgl.data.utils.save_tensors(str(feats_path), feats)
     with pytest.raises(GravitiError, match="node_feat.dgl: its content differs from the manifest's SHA-256"):
         check_partitions(broken)
-    _as_if_written(broken)
+    as_if_written(broken)
     with pytest.raises(GravitiError, match="part 1: inner node data user/label_days differs"):
         check_partitions(broken)
     shutil.copytree(out / "part1", broken / "part1", dirs_exist_ok=True)
@@ -100,7 +89,7 @@ def test_check_catches_corrupted_features_and_id_maps(twitch_parts, tmp_path):
     halo = dgl.data.utils.load_tensors(str(halo_path))
     halo["user/feat_features"] = torch.flip(halo["user/feat_features"], [0])
     dgl.data.utils.save_tensors(str(halo_path), halo)
-    _as_if_written(broken)
+    as_if_written(broken)
     with pytest.raises(GravitiError, match="halo node data user/feat_features differs"):
         check_partitions(broken)
 
@@ -116,10 +105,10 @@ def test_check_catches_an_incomplete_halo(twitch_parts, tmp_path):
     (broken / "graph.json").write_text(json.dumps(config))
     with pytest.raises(GravitiError, match=r"graph.json: .*the manifest"):  # its size or its checksum
         check_partitions(broken)
-    _as_if_written(broken)
+    as_if_written(broken)
     with pytest.raises(GravitiError, match="num_hops is 2 in manifest.json but 3 in graph.json"):
         check_partitions(broken)
-    _as_if_written(broken, num_hops=3)
+    as_if_written(broken, num_hops=3)
     with pytest.raises(GravitiError, match="lack some of their in-edges"):
         check_partitions(broken)
 

@@ -17,7 +17,7 @@ from graviti_dist.partition import PartitionSet, PartitionSpec, partition_crawl,
 from graviti_dist.sampling import NodeMinibatches, load_worker_partition
 from graviti_dist.sampling.remote import GraphStore, LocalStore, NodeRanges, RemoteMinibatches
 from graviti_dist.train.loop import build_model, fit_local
-from tests.helpers import block_edge_inputs, write_crawl
+from tests.helpers import as_if_written, block_edge_inputs, write_crawl
 
 FULL = 10**6  # a fanout above every in-degree: whole neighbourhoods
 DAY = 86_400
@@ -141,3 +141,23 @@ def test_a_label_in_edge_time_alone_is_learnt_with_edge_inputs_and_not_without(t
         assert (model.encoder.layers[0].edge_msg is not None) == edge_inputs
         auc[edge_inputs] = report["test"]["recent"]["roc_auc"]
     assert auc[True] > 0.9 and auc[False] < 0.65, auc
+
+
+def test_the_checker_recomputes_every_local_edges_inputs_from_the_crawl(sets, tmp_path):
+    import shutil
+
+    from graviti_dist.errors import GravitiError
+    from graviti_dist.partition import check_partitions
+
+    _, full_dir = sets
+    assert check_partitions(full_dir)["parts"] == 3
+    broken = tmp_path / "broken"
+    shutil.copytree(full_dir, broken)
+    path = PartitionSet(broken).part_graph(2)
+    (graph,), _ = dgl.load_graphs(str(path))
+    halo_with_ts = torch.nonzero(~graph.edata["inner_edge"].bool() & (graph.edata["edge_inputs"][:, 0] != 0)).squeeze(1)
+    graph.edata["edge_inputs"][halo_with_ts[0], 0] += 0.5  # one halo edge a little older than it is
+    dgl.save_graphs(str(path), [graph], formats=["csc"])
+    as_if_written(broken)
+    with pytest.raises(GravitiError, match="some halo edges' inputs are not the crawl's"):
+        check_partitions(broken)
