@@ -80,7 +80,8 @@ class TrainConfig(_Strict):
     batch_size: int = Field(512, ge=1, description="node-task seeds per step")
     link_pairs: int = Field(128, ge=1, description="link-task positive edges per step (with link_negatives each)")
     link_negatives: int = Field(5, ge=1, description="negative destinations drawn per positive edge")
-    link_eval_negatives: int = Field(50, ge=1, description="negatives each validation/test edge is ranked against (MRR, hits@10)")
+    link_eval_negatives: int = Field(50, ge=1, description="negatives each validation/test edge is ranked against (MRR, hits@10); "
+                                                               "the edges of one step share them")
     epochs: int = Field(5, ge=1)
     num_workers: int = Field(2, ge=1)
     device: Literal["cpu", "cuda"] = "cpu"

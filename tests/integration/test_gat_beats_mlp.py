@@ -35,6 +35,19 @@ def test_link_pairs_join_the_seeds_with_typed_negatives(one_partition):
     assert int(mask.sum()) <= 256  # link-pair nodes carry no node-task labels
 
 
+def test_evaluation_ranks_a_steps_edges_against_shared_negatives(one_partition):
+    """Each negative costs a sampled neighbourhood: an evaluation step's edges share theirs, the same
+    every pass; training steps draw their own per edge."""
+    batches = NodeMinibatches(one_partition, [5, 5], 256, split="val", shuffle=False, link_pairs=64, negatives=20)
+    first, again = next(iter(batches)), next(iter(batches))
+    pairs = first.links["retweets"]
+    assert pairs.neg.shape == (64, 20) and (pairs.neg == pairs.neg[:1]).all()
+    assert torch.equal(pairs.neg, again.links["retweets"].neg)
+    assert first.blocks[-1].num_dst <= 256 + 2 * 64 + 20
+    train = next(iter(NodeMinibatches(one_partition, [5, 5], 256, link_pairs=64, negatives=20))).links["retweets"]
+    assert not (train.neg == train.neg[:1]).all()
+
+
 def test_minibatches_mix_tasks_and_mask_unlabelled_seeds(one_partition):
     batches = NodeMinibatches(one_partition, [5, 5], 256, tasks=["interest", "influence", "is_bot", "is_rumor"])
     batch = next(iter(batches))
