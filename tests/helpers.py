@@ -294,3 +294,27 @@ def as_if_written(root, **spec):
     manifest["spec"].update(spec)
     manifest["files"] = {k: v.model_dump() for k, v in file_records(root).items()}
     (root / "manifest.json").write_text(json.dumps(manifest))
+
+
+def shallow_and_full_sets(root: Path, users: int, seed: int) -> tuple[Path, Path]:
+    """A synthetic crawl partitioned twice into 3 parts, with 1-hop and 2-hop halos. A seeded random
+    assignment gives both sets the same parts, hence the same shuffled ids."""
+    from graviti_dist.crawl import SyntheticSpec, generate_crawl
+    from graviti_dist.partition import PartitionSpec, partition_crawl
+
+    generate_crawl(root / "crawl", SyntheticSpec(users=users, seed=seed), progress=False)
+    for hops in (1, 2):
+        partition_crawl(root / "crawl", root / f"hops{hops}",
+                        PartitionSpec(num_parts=3, num_hops=hops, method="random", seed=1, executor="local"))
+    return root / "hops1", root / "hops2"
+
+
+def remote_minibatches(shallow_dir, part_id: int, fanouts, **kwargs):
+    """Remote minibatches of part ``part_id`` of a 3-part 1-hop set, every store in this process."""
+    from graviti_dist.partition import PartitionSet
+    from graviti_dist.sampling import load_worker_partition
+    from graviti_dist.sampling.remote import GraphStore, LocalStore, NodeRanges, RemoteMinibatches
+
+    stores = {p: LocalStore(GraphStore(str(shallow_dir), p)) for p in range(3)}
+    return RemoteMinibatches(load_worker_partition(shallow_dir, part_id), stores, NodeRanges.of(PartitionSet(shallow_dir)),
+                             fanouts, 10**9, "train", shuffle=False, **kwargs)

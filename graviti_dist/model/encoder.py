@@ -158,7 +158,6 @@ class GATLayer(nn.Module):
             out = self.norm(out.reshape(-1, heads * width)).view(-1, heads, width)
         return (out, attn) if return_attention else out
 
-
     def _edge_message(self, block: Block, attn: torch.Tensor) -> torch.Tensor:
         """sum_e a_e (x_e W_x): the attention-weighted edge inputs per destination, then projected;
         (E, heads, F) with F the few edge inputs (2: age, weight), never (E, heads, width)."""

@@ -3,8 +3,9 @@
 Checks that each node is owned by exactly one partition; every message-passing
 edge of the crawl is an inner edge of exactly one partition; node features,
 labels, masks and splits (inner and halo) equal the crawl's through the id map;
-edge attributes likewise, and every local edge's inputs (age, weight; halo edges too); and halos are complete to the declared depth: every
-node within ``halo_hops - 1`` in-hops of an inner node has all its in-edges.
+edge attributes likewise, and every local edge's inputs (age, weight; halo
+edges too); and halos are complete to the declared depth: every node within
+``halo_hops - 1`` in-hops of an inner node has all its in-edges.
 """
 
 from __future__ import annotations
@@ -169,9 +170,9 @@ def _edge_input_problems(manifest, graph, loaded: list, tid_of_shuffled: np.ndar
     for e, canonical in enumerate(etypes):
         want = np.vstack([np.stack([x.numpy() for x in graph.edges(etype=canonical)]).astype(np.float64), expected[canonical].T])
         inner_rows, halo_rows = [], []
-        for part in loaded:
+        for i, part in enumerate(loaded):
             if EDGE_INPUTS not in part.edata:
-                return [f"part {loaded.index(part)}: no edge inputs in its graph"]
+                return [f"part {i}: no edge inputs in its graph"]
             nid, (src, dst) = part.ndata[dgl.NID].numpy(), (x.numpy() for x in part.edges())
             local = np.flatnonzero(part.edata[dgl.ETYPE].numpy() == e)
             rows = np.vstack([tid_of_shuffled[nid[src[local]]], tid_of_shuffled[nid[dst[local]]],

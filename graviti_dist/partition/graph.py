@@ -108,22 +108,31 @@ def _raw_edge_inputs(data: dict[str, torch.Tensor], num_edges: int, columns: lis
 def attach_edge_inputs(graph: "dgl.DGLGraph", key: str) -> EdgeInputInfo | None:
     """Every edge's standardised inputs as edge data ``key`` ((E, F) float32, every relation; 0
     where a relation lacks an attribute), and their statistics for the manifest. None when no
-    relation has ``ts`` or ``weight``."""
+    relation has ``ts`` or ``weight``. Statistics accumulate relation by relation, so no copy of
+    the whole graph's columns is made (20M directed edges: 0.3 GB of float64 saved)."""
     present = {k for c in graph.canonical_etypes for k in graph.edges[c].data.keys()}
     columns = [name for name, attr in (("age", "ts"), ("weight", "weight")) if attr in present]
     if not columns:
         return None
     latest = max((int(graph.edges[c].data["ts"].max()) for c in graph.canonical_etypes
                   if "ts" in graph.edges[c].data and graph.num_edges(c)), default=None)
-    raw = {c: _raw_edge_inputs(dict(graph.edges[c].data), graph.num_edges(c), columns, latest) for c in graph.canonical_etypes}
-    stacked = np.concatenate(list(raw.values())) if raw else np.zeros((0, len(columns)))
-    count = np.sum(~np.isnan(stacked), 0)
-    mean = np.where(count > 0, np.nanmean(np.where(count > 0, stacked, 0), 0), 0.0)
-    std = np.where(count > 1, np.nanstd(np.where(count > 1, stacked, 0), 0, ddof=1), 1.0)
-    std = np.where(std > 1e-6, std, 1.0)
+    count, total, squares = (np.zeros(len(columns)) for _ in range(3))
+    raw = {}
+    for c in graph.canonical_etypes:
+        values = _raw_edge_inputs(dict(graph.edges[c].data), graph.num_edges(c), columns, latest)
+        known = ~np.isnan(values)
+        filled = np.where(known, values, 0)
+        count += known.sum(0)
+        total += filled.sum(0)
+        squares += np.square(filled).sum(0)
+        raw[c] = values.astype(np.float32)
+    mean = total / np.maximum(count, 1)
+    variance = (squares - count * mean**2) / np.maximum(count - 1, 1)
+    std = np.where((count > 1) & (variance > 1e-12), np.sqrt(np.maximum(variance, 0)), 1.0)
     for c, values in raw.items():
-        standardised = np.nan_to_num((values - mean) / std, nan=0.0).astype(np.float32)
-        graph.edges[c].data[key] = torch.from_numpy(standardised)
+        values -= mean.astype(np.float32)
+        values /= std.astype(np.float32)
+        graph.edges[c].data[key] = torch.from_numpy(np.nan_to_num(values, nan=0.0, copy=False))
     return EdgeInputInfo(columns=columns, mean=mean.tolist(), std=std.tolist(), latest_ts=latest)
 
 

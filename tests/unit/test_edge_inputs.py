@@ -9,15 +9,13 @@ import pytest
 import torch
 
 from graviti_dist._dgl import dgl
-from graviti_dist.crawl import SyntheticSpec, generate_crawl
 from graviti_dist.infer.layerwise import PartitionInference
 from graviti_dist.infer.explain import EdgeTimes
 from graviti_dist.model import EncoderConfig
 from graviti_dist.partition import PartitionSet, PartitionSpec, partition_crawl, read_manifest
 from graviti_dist.sampling import NodeMinibatches, load_worker_partition
-from graviti_dist.sampling.remote import GraphStore, LocalStore, NodeRanges, RemoteMinibatches
 from graviti_dist.train.loop import build_model, fit_local
-from tests.helpers import as_if_written, block_edge_inputs, write_crawl
+from tests.helpers import as_if_written, block_edge_inputs, remote_minibatches, shallow_and_full_sets, write_crawl
 
 FULL = 10**6  # a fanout above every in-degree: whole neighbourhoods
 DAY = 86_400
@@ -25,12 +23,7 @@ DAY = 86_400
 
 @pytest.fixture(scope="module")
 def sets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("edge-inputs")
-    generate_crawl(root / "crawl", SyntheticSpec(users=300, seed=4), progress=False)
-    for hops in (1, 2):
-        partition_crawl(root / "crawl", root / f"hops{hops}",
-                        PartitionSpec(num_parts=3, num_hops=hops, method="random", seed=1, executor="local"))
-    return root / "hops1", root / "hops2"
+    return shallow_and_full_sets(tmp_path_factory.mktemp("edge-inputs"), users=300, seed=4)
 
 
 def _keyed(part) -> dict[tuple[int, int, int], list[tuple[float, ...]]]:
@@ -92,9 +85,7 @@ def test_local_remote_and_layerwise_blocks_carry_each_edges_inputs(sets):
             rows[(s, d, t)].append(x)
         assert all(sorted(v) == by_key[k] for k, v in rows.items())  # whole neighbourhoods: every parallel edge
     assert any(x != (0.0,) for layer in expected for *_, x in layer)
-    stores = {p: LocalStore(GraphStore(str(shallow_dir), p)) for p in range(3)}
-    remote = RemoteMinibatches(load_worker_partition(shallow_dir, 1), stores, NodeRanges.of(PartitionSet(shallow_dir)),
-                               [FULL, FULL], 10**9, "train", shuffle=False)
+    remote = remote_minibatches(shallow_dir, 1, [FULL, FULL])
     remote_inputs, remote_blocks = remote.sample(remote.seeds)
     assert block_edge_inputs(remote_blocks, remote_inputs) == expected  # the outer hop's edges came from other stores
     # Layer-wise inference's full neighbourhood blocks: the same edges as a full-fanout sample.

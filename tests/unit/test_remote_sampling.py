@@ -6,31 +6,18 @@ import pytest
 import torch
 
 from graviti_dist._dgl import dgl
-from graviti_dist.crawl import SyntheticSpec, generate_crawl
-from graviti_dist.partition import PartitionSet, PartitionSpec, partition_crawl
+from graviti_dist.partition import PartitionSet
 from graviti_dist.sampling import NodeMinibatches, load_worker_partition
 from graviti_dist.sampling.remote import GraphStore, LocalStore, NodeRanges, RemoteMinibatches
-from tests.helpers import assert_sampled_from, block_edges, crawl_edges, same_features
+from tests.helpers import (assert_sampled_from, block_edges, crawl_edges, remote_minibatches, same_features,
+                           shallow_and_full_sets)
 
 FULL = 10**6  # a fanout above every in-degree: whole neighbourhoods
 
 
 @pytest.fixture(scope="module")
 def sets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("remote")
-    generate_crawl(root / "crawl", SyntheticSpec(users=400, seed=2), progress=False)
-    # A seeded random assignment: both sets get the same parts, hence the same shuffled ids.
-    for hops in (1, 2):
-        partition_crawl(root / "crawl", root / f"hops{hops}",
-                        PartitionSpec(num_parts=3, num_hops=hops, method="random", seed=1, executor="local"))
-    return root / "hops1", root / "hops2"
-
-
-def _remote(shallow_dir, part_id, fanouts, **kwargs):
-    stores = {p: LocalStore(GraphStore(str(shallow_dir), p)) for p in range(3)}
-    part = load_worker_partition(shallow_dir, part_id)
-    return RemoteMinibatches(part, stores, NodeRanges.of(PartitionSet(shallow_dir)), fanouts, 10**9, "train",
-                             shuffle=False, **kwargs)
+    return shallow_and_full_sets(tmp_path_factory.mktemp("remote"), users=400, seed=2)
 
 
 @pytest.mark.parametrize("part_id", [0, 2])
@@ -38,7 +25,7 @@ def test_full_neighbourhoods_build_the_same_blocks_and_rows(sets, part_id):
     shallow_dir, full_dir = sets
     full = load_worker_partition(full_dir, part_id)
     local = NodeMinibatches(full, [FULL, FULL], 10**9, "train", shuffle=False)
-    remote = _remote(shallow_dir, part_id, [FULL, FULL])
+    remote = remote_minibatches(shallow_dir, part_id, [FULL, FULL])
     full_ids, shallow_ids = full.graph.ndata[dgl.NID], remote.part.graph.ndata[dgl.NID]
     assert torch.equal(full_ids[local.seeds], shallow_ids[remote.seeds])
     inputs, blocks = local.sample(local.seeds)
@@ -76,7 +63,7 @@ def test_a_training_step_gets_every_input_row_with_its_last_hop(sets):
 
 def test_small_fanouts_sample_real_edges_min_of_fanout_and_degree(sets):
     shallow_dir, _ = sets
-    remote = _remote(shallow_dir, 1, [3, 2])
+    remote = remote_minibatches(shallow_dir, 1, [3, 2])
     dgl.seed(0)
     inputs, blocks = remote.sample(remote.seeds[:64])
     assert_sampled_from(crawl_edges(shallow_dir, 3), inputs, blocks, (3, 2))
