@@ -172,6 +172,7 @@ def run_study(base: dict, space: dict[str, Distribution], study: str | Path, tri
     # that the run's controller is gone; without it the next trial waited for those CPUs forever.
     with ray_session(address, num_threads=config.threads_per_worker or 1, dashboard=True):
         concurrent = max(1, int(ray.cluster_resources().get("CPU", 1)) // config.num_workers)
+        lines = _TrialLines(config.epochs)
         tuner = tune.Tuner(
             # A trial's own process only drives its Ray Train run: it reserves memory, not a CPU, so a
             # trial and its workers fit where the workers alone do (a bundle cannot be empty).
@@ -186,9 +187,9 @@ def run_study(base: dict, space: dict[str, Distribution], study: str | Path, tri
                 # searchers, and a third trial on 2 CPUs waited for its worker group forever
                 search_alg=BasicVariantGenerator(points_to_evaluate=[defaults], max_concurrent=concurrent)),
             run_config=tune.RunConfig(storage_path=str(out.ray_storage), name="study", verbose=0,
-                                      callbacks=[_TrialLines(config.epochs)]))
-        grid = tuner.fit()
-    rows = _summarise(out, grid, list(space), defaults, config)
+                                      callbacks=[lines]))
+        tuner.fit()
+    rows = _summarise(out, list(space), defaults, config, failed=lines.failed)
     best = next((r for r in rows if r["best_score"] is not None), None)
     if best is None:
         raise GravitiError(f"tune: no trial finished an evaluated epoch; see {out.root / TRIALS_DIR}")
@@ -233,15 +234,18 @@ def _trial(params: dict, base: dict, study: str) -> None:
 
 
 class _TrialLines(tune.Callback):
-    """One console line per trial that ends: its settings, best score and epochs run."""
+    """One console line per trial that ends: its settings, best score and epochs run; remembers the
+    trials that failed, which a run directory alone cannot tell from trials ASHA stopped."""
 
     def __init__(self, epochs: int):
         self.epochs = epochs
+        self.failed: set[str] = set()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._line(trial, "finished" if trial.last_result.get("training_iteration", 0) >= self.epochs else "stopped by ASHA")
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        self.failed.add(trial.trial_id)
         self._line(trial, "failed")
 
     def _line(self, trial, status: str) -> None:
@@ -256,9 +260,9 @@ def _short(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _summarise(out: StudyDir, grid, keys: list[str], defaults: dict, config: TrainConfig) -> list[dict]:
+def _summarise(out: StudyDir, keys: list[str], defaults: dict, config: TrainConfig, *, failed: set[str]) -> list[dict]:
     """Every trial from its own run directory (its settings from the run's config), best score first;
-    written as JSON, Markdown and a plot."""
+    written as JSON, Markdown and a plot. ``failed``: the ids of trials Tune saw raise."""
     metric = config.early_stopping.metric if config.early_stopping else None
     rows = []
     for path in sorted((out.root / TRIALS_DIR).glob("*/")):
@@ -275,16 +279,22 @@ def _summarise(out: StudyDir, grid, keys: list[str], defaults: dict, config: Tra
             "best_score": best[SCORE] if best else None,
             "best_metric": best.get(f"val/{metric}") if metric and best else None,
             "best_epoch": best["epoch"] if best else None, "epochs_run": len(records),
-            "status": "finished" if run.test_metrics_path.exists() else (
-                "stopped by ASHA" if len(records) < trial_config.epochs else "failed"),
+            # Not from the records: ASHA's stop reaches a trial asynchronously, so one stopped after
+            # epoch 2 of 3 may already have written epoch 3 when it is killed (seen in CI as 'failed').
+            "status": _status(run, path.name, failed),
             "run": str(run.path), "scores": [r[SCORE] for r in evaluated]})
     rows.sort(key=lambda r: -math.inf if r["best_score"] is None else r["best_score"], reverse=True)
-    failed = len(grid.errors)
     out.summary_json.write_text(json.dumps({"metric": metric or "minus the summed validation loss", "score": SCORE,
-                                            "failed_trials": failed, "trials": rows}, indent=2))
+                                            "failed_trials": len(failed), "trials": rows}, indent=2))
     out.summary_md.write_text(_table(rows, keys, metric))
     _plot(out, rows)
     return rows
+
+
+def _status(run: RunDir, trial_id: str, failed: set[str]) -> str:
+    if run.test_metrics_path.exists():
+        return "finished"
+    return "failed" if trial_id in failed else "stopped by ASHA"
 
 
 def _table(rows: list[dict], keys: list[str], metric: str | None) -> str:
