@@ -33,7 +33,7 @@ def trained_model(run: TrainedRun, part: WorkerPartition, device: torch.device |
     """The run's model, rebuilt for ``part``'s schema and loaded with its weights (``state``, default
     the summed selection's), in eval mode."""
     model = build_model(part, encoder_config(run.config), run.config.balancing, run.config.tasks, run.config.task_weights,
-                        run.config.model.head_hidden)
+                        run.config.model.head_hidden, run.config.model.task_groups)
     try:
         model.load_state_dict(run.state if state is None else state)
     except RuntimeError as exc:
@@ -164,8 +164,8 @@ class PartitionInference:
         return emb, self.heads(emb)
 
     def heads(self, emb: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {name: head.predict(head(emb.to(self.device))).cpu() for name, head in self.model.heads.items()
-                if not self.model.specs[name].is_link}
+        return {name: head.predict(head(self.model.task_embedding(name, emb.to(self.device)))).cpu()
+                for name, head in self.model.heads.items() if not self.model.specs[name].is_link}
 
     @torch.no_grad()
     def predict_explained(self, nodes: torch.Tensor, h_before_last: torch.Tensor, k: int

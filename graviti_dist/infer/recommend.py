@@ -9,7 +9,7 @@ import torch
 
 from graviti_dist.errors import GravitiError
 from graviti_dist.infer.predictions import Predictions
-from graviti_dist.model import TaskSpec, build_head
+from graviti_dist.model import TaskSpec, build_head, resolve_task_groups, task_columns
 from graviti_dist.partition import Manifest, PartitionSet, TaskInfo
 from graviti_dist.train import TrainedRun
 
@@ -27,6 +27,11 @@ class Recommender:
         self.name = task.name
         relation = manifest.relation(task.relation)
         self.src_type, self.dst_type = relation.src, relation.dst
+        # A grouped model's embeddings are its groups' side by side; the head reads its own group's.
+        groups = resolve_task_groups(run.config.model.task_groups,
+                                     [t.name for t in manifest.tasks if run.config.tasks is None or t.name in run.config.tasks])
+        columns = task_columns(groups, self.name, src_emb.shape[1] // max(len(groups), 1))
+        src_emb, dst_emb = src_emb[:, columns], dst_emb[:, columns]
         head = build_head(TaskSpec(name=self.name, type="link"), src_emb.shape[1])
         prefix = f"heads.{self.name}."
         head_state = {k[len(prefix):]: v for k, v in run.state.items() if k.startswith(prefix)}

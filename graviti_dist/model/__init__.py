@@ -10,8 +10,10 @@ from graviti_dist.model.encoder import EncoderConfig, GATEncoder, GATLayer, MLPE
 from graviti_dist.model.heads import TaskSpec, build_head
 from graviti_dist.model.inputs import NodeInputSpec, TypedFeatures
 from graviti_dist.model.multitask import LinkPairs, MiniBatch, MultiTaskModel
+from graviti_dist.model.task_groups import TaskGroupEncoder, resolve_task_groups, task_columns
 
 __all__ = [
     "Block", "EncoderConfig", "GATEncoder", "GATLayer", "LinkPairs", "MLPEncoder", "MiniBatch", "MultiTaskModel",
-    "NodeInputSpec", "TaskSpec", "TypedFeatures", "build_balancer", "build_encoder", "build_head",
+    "NodeInputSpec", "TaskGroupEncoder", "TaskSpec", "TypedFeatures", "build_balancer", "build_encoder", "build_head",
+    "resolve_task_groups", "task_columns",
 ]

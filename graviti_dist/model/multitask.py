@@ -61,7 +61,9 @@ class MultiTaskModel(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.specs = {spec.name: spec for spec in tasks}
-        self.heads = nn.ModuleDict({spec.name: build_head(spec, encoder.out_dim) for spec in tasks})
+        # A grouped encoder (task_groups.py) gives each head its own group's columns only.
+        self.heads = nn.ModuleDict({spec.name: build_head(spec, getattr(encoder, "group_dim", encoder.out_dim))
+                                    for spec in tasks})
         self.balancer = balancer
         # Set for data-parallel training: every parameter joins each step's loss (see forward).
         self.every_parameter_in_loss = False
@@ -82,14 +84,19 @@ class MultiTaskModel(nn.Module):
         emb = self.encoder(batch.blocks, batch.features)
         outputs: dict[str, object] = {}
         for name, head in self.heads.items():
+            own = self.task_embedding(name, emb)
             if self.specs[name].is_link:
                 pairs = batch.links.get(name)
                 if pairs is None:
                     pairs = LinkPairs(*(torch.zeros(s, dtype=torch.long, device=emb.device) for s in ((0,), (0,), (0, 1))))
-                outputs[name] = head(emb[pairs.src], emb[pairs.pos], emb[pairs.neg])
+                outputs[name] = head(own[pairs.src], own[pairs.pos], own[pairs.neg])
             else:
-                outputs[name] = head(emb)
+                outputs[name] = head(own)
         return emb, outputs
+
+    def task_embedding(self, name: str, emb: torch.Tensor) -> torch.Tensor:
+        """The columns of the model's embedding that task ``name``'s head reads (all, unless grouped)."""
+        return emb[:, self.encoder.slice_of(name)] if hasattr(self.encoder, "slice_of") else emb
 
     def _zero_of_every_parameter(self) -> torch.Tensor:
         """0 that depends on every parameter. A batch may lack a node type (its input projection

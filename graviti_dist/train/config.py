@@ -42,11 +42,24 @@ class ModelConfig(_Strict):
                                                   "0: linear heads on the shared embedding")
     fanouts: list[int] = Field(default_factory=lambda: [10, 10], min_length=1,
                                description="neighbours sampled per layer, outermost last; one GAT layer each")
+    task_groups: list[list[str]] = Field(default_factory=list, description=(
+        "groups of tasks that share an encoder, e.g. [[views, mature], [days]]; tasks no group names share one "
+        "more; [] (default): every task shares one encoder. Each group costs one encoder's compute"))
 
     @model_validator(mode="after")
     def _positive_fanouts(self) -> "ModelConfig":
         if any(f < 1 for f in self.fanouts):
             raise ValueError("fanouts must be positive")
+        return self
+
+    @model_validator(mode="after")
+    def _tasks_in_one_group(self) -> "ModelConfig":
+        named = [task for group in self.task_groups for task in group]
+        if any(not group for group in self.task_groups):
+            raise ValueError("task_groups: a group names no task")
+        twice = sorted({task for task in named if named.count(task) > 1})
+        if twice:
+            raise ValueError(f"task_groups: {', '.join(twice)} in more than one group")
         return self
 
 
@@ -172,6 +185,9 @@ def check_against_partitions(config: TrainConfig) -> Manifest:
     if config.model.degree_features and not manifest.structural:
         raise GravitiError(f"model.degree_features: {part_dir} was written without degree columns (an older "
                            "graviti partition); re-partition it with --overwrite, or set model.degree_features=false")
+    for name in (task for group in config.model.task_groups for task in group):
+        if name not in all_tasks:
+            raise GravitiError(f"model.task_groups: {name!r} is not a task of {part_dir} (tasks there: {all_tasks})")
     if config.num_workers > manifest.num_parts:
         raise GravitiError(f"num_workers: {config.num_workers} workers but {part_dir} has only {manifest.num_parts} partitions")
     if config.early_stopping is not None:
@@ -185,7 +201,7 @@ def check_against_partitions(config: TrainConfig) -> Manifest:
 # Everything else (epochs, lr, workers, dropout, early stopping, ...) may change on --resume.
 _CHECKPOINT_SHAPE = ("partitions", "tasks", "balancing", "model.kind", "model.hidden", "model.heads", "model.gatv2",
                      "model.relations", "model.layer_norm", "model.residual", "model.fanouts",
-                     "model.degree_features", "model.edge_inputs", "model.head_hidden")
+                     "model.degree_features", "model.edge_inputs", "model.head_hidden", "model.task_groups")
 
 
 def _dotted(config: TrainConfig, key: str):

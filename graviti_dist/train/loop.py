@@ -15,7 +15,8 @@ from typing import Callable, Iterable
 import torch
 
 from graviti_dist.errors import GravitiError
-from graviti_dist.model import EncoderConfig, MiniBatch, MultiTaskModel, TaskSpec, build_balancer, build_encoder
+from graviti_dist.model import (EncoderConfig, MiniBatch, MultiTaskModel, TaskGroupEncoder, TaskSpec, build_balancer,
+                                build_encoder, resolve_task_groups)
 from graviti_dist.sampling import MinibatchStream, NodeMinibatches, WorkerPartition, to_model
 from graviti_dist.train.metrics import Gather, TaskMetric, single_worker
 
@@ -41,14 +42,20 @@ def task_specs(part: WorkerPartition, head_hidden: int = 0) -> list[TaskSpec]:
 
 
 def build_model(part: WorkerPartition, encoder: EncoderConfig, balancing: str = "static", tasks: list[str] | None = None,
-                weights: dict[str, float] | None = None, head_hidden: int = 0) -> MultiTaskModel:
-    """The multi-task model for the partition's node tasks (or the ``tasks`` subset), weights into the balancer."""
+                weights: dict[str, float] | None = None, head_hidden: int = 0,
+                task_groups: list[list[str]] | None = None) -> MultiTaskModel:
+    """The multi-task model for the partition's node tasks (or the ``tasks`` subset), weights into the
+    balancer; with ``task_groups`` (``model.task_groups``) an encoder per group."""
     specs = [s for s in task_specs(part, head_hidden) if tasks is None or s.name in tasks]
     relations = len(part.manifest.etypes) if encoder.typed_relations else 1
     edge_inputs = part.manifest.edge_inputs
     edge_feat_dim = edge_inputs.width if encoder.edge_inputs and edge_inputs is not None else 0
     encoder = EncoderConfig(**{**encoder.__dict__, "num_relations": relations, "edge_feat_dim": edge_feat_dim})
-    return MultiTaskModel(build_encoder(encoder, part.inputs), specs, build_balancer(balancing, [s.name for s in specs], weights))
+    names = [s.name for s in specs]
+    groups = resolve_task_groups(task_groups or [], names)
+    built = TaskGroupEncoder([build_encoder(encoder, part.inputs) for _ in groups], groups) if groups \
+        else build_encoder(encoder, part.inputs)
+    return MultiTaskModel(built, specs, build_balancer(balancing, names, weights))
 
 
 def train_step(model: torch.nn.Module, batch: MiniBatch, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
