@@ -82,10 +82,13 @@ def train(parts: Path, out: Path, seed: int, epochs: int, kind: str = "gat", tas
         with contextlib.redirect_stdout(io.StringIO()):  # fit's per-epoch console lines
             fit(load_train_config(None, settings), overwrite=True)
         (run.path / "bench-seconds").write_text(str(round(time.perf_counter() - started, 1)))
+        here = environment()
+        (run.path / "bench-measured-by").write_text(json.dumps({"commit": here["commit"][:12], "machine": here["machine"]["cpu"]}))
     run = RunDir(out)
     selection = run.read_selection()
+    by = run.path / "bench-measured-by"  # a read-back run keeps the commit and machine that trained it
     return {"test": run.read_test_metrics(), "epochs": {t: c.epoch for t, c in selection.tasks.items()},
-            "seconds": float((run.path / "bench-seconds").read_text())}
+            "seconds": float((run.path / "bench-seconds").read_text()), **(json.loads(by.read_text()) if by.exists() else {})}
 
 
 def configurations(dataset: str, single: list[str] | None = None, balancers: tuple[str, ...] = BALANCERS) -> list[tuple[str, dict]]:
@@ -122,7 +125,7 @@ def run_all(sets: dict[str, Path], workdir: Path, seeds: list[int], epochs: int,
                         continue
                     runs.append({"dataset": dataset, "config": label, "seed": seed, "task": task, "metric": metric, "epochs": options["epochs"],
                                  "value": result["test"][task][metric], "epoch": result["epochs"].get(task),
-                                 "seconds": result["seconds"]})
+                                 "seconds": result["seconds"], **{k: result[k] for k in ("commit", "machine") if k in result}})
                 print(json.dumps({"dataset": dataset, "config": label, "seed": seed, **options,
                                   "seconds": result["seconds"]}), flush=True)
     return runs
@@ -240,8 +243,9 @@ def main() -> None:
         only = {c.strip() for c in args.configs.split(";")} if args.configs else None
         runs = run_all(sets, args.workdir, seeds, args.epochs, single, tuple(b for b in args.balancers.split(",") if b), only)
     here = environment()
-    for r in runs:
-        r.update(commit=here["commit"][:12], machine=here["machine"]["cpu"])
+    for r in runs:  # runs read back from --workdir without a record of who trained them: this checkout
+        r.setdefault("commit", here["commit"][:12])
+        r.setdefault("machine", here["machine"]["cpu"])
     earlier = RESULTS / "quality-multitask.json"
     if earlier.exists():  # keep the runs of an earlier invocation that this one did not make again
         made = {(r["dataset"], r["config"], r["seed"], r["task"]) for r in runs}
