@@ -141,23 +141,29 @@ def summarise(runs: list[dict]) -> dict:
 
 
 def verdicts(summary: dict) -> dict:
-    """Per dataset and task: is the multi-task GAT at least as good as the better single-task model,
-    better than the multi-task MLP, and within one sd of the single-task GAT?"""
+    """Per dataset and task: is the multi-task GAT (and, where measured, the grouped one under
+    ``"task groups"``) at least as good as the better single-task model, better than the multi-task
+    MLP, and within one sd of the single-task GAT?"""
     out = {}
     for dataset, tasks in summary.items():
         for task, by in tasks.items():
             if "GAT single-task" not in by:  # multi-task runs only (--single-tasks left it out)
                 continue
-            larger = TASKS[dataset][task][1]
-            better = (lambda a, b: a >= b) if larger else (lambda a, b: a <= b)
-            mt, st_gat, st_mlp = by["GAT multi-task"], by["GAT single-task"], by["MLP single-task"]
-            best_single = max(st_gat["mean"], st_mlp["mean"]) if larger else min(st_gat["mean"], st_mlp["mean"])
-            worse_by = (st_gat["mean"] - mt["mean"]) if larger else (mt["mean"] - st_gat["mean"])
-            out.setdefault(dataset, {})[task] = {
-                "beats_best_single": better(mt["mean"], best_single),
-                "beats_mlp_multi": better(mt["mean"], by["MLP multi-task"]["mean"]),
-                "within_one_sd_of_single_gat": worse_by <= st_gat["sd"]}
+            verdict = _verdict(by, by["GAT multi-task"], TASKS[dataset][task][1])
+            if GROUPED in by:
+                verdict["task groups"] = _verdict(by, by[GROUPED], TASKS[dataset][task][1])
+            out.setdefault(dataset, {})[task] = verdict
     return out
+
+
+def _verdict(by: dict, mt: dict, larger: bool) -> dict:
+    better = (lambda a, b: a >= b) if larger else (lambda a, b: a <= b)
+    st_gat, st_mlp = by["GAT single-task"], by["MLP single-task"]
+    best_single = max(st_gat["mean"], st_mlp["mean"]) if larger else min(st_gat["mean"], st_mlp["mean"])
+    worse_by = (st_gat["mean"] - mt["mean"]) if larger else (mt["mean"] - st_gat["mean"])
+    return {"beats_best_single": better(mt["mean"], best_single),
+            "beats_mlp_multi": better(mt["mean"], by["MLP multi-task"]["mean"]),
+            "within_one_sd_of_single_gat": worse_by <= st_gat["sd"]}
 
 
 def table(result: dict) -> str:
@@ -166,21 +172,27 @@ def table(result: dict) -> str:
                *(f"GAT multi-task, {b}" for b in BALANCERS), NO_DEGREE, GROUPED]
     configs = [c for c in configs if any(c in by for tasks in result["summary"].values() for by in tasks.values())]
     for dataset, tasks in result["summary"].items():
-        lines += [f"**{dataset}**", "", "| task (test) | " + " | ".join(configs) + " | MT GAT ≥ best ST | MT GAT > MT MLP |",
-                  "|---|" + "---|" * (len(configs) + 2)]
+        lines += [f"**{dataset}**", "", "| task (test) | " + " | ".join(configs)
+                  + " | MT GAT ≥ best ST | MT GAT > MT MLP | grouped ≥ best ST | grouped > MT MLP |",
+                  "|---|" + "---|" * (len(configs) + 4)]
         for task, by in tasks.items():
             metric, larger = TASKS[dataset][task]
             cells = [f"{by[c]['mean']:.3f} ± {by[c]['sd']:.3f}" if c in by else "—" for c in configs]
             v = result["verdicts"][dataset].get(task)
-            verdict = (f"{'yes' if v['beats_best_single'] else '**no**'} | {'yes' if v['beats_mlp_multi'] else '**no**'}"
-                       if v else "— | —")
-            lines.append(f"| `{task}` {metric} {'↑' if larger else '↓'} | " + " | ".join(cells) + f" | {verdict} |")
+            lines.append(f"| `{task}` {metric} {'↑' if larger else '↓'} | " + " | ".join(cells)
+                         + f" | {_yes_no(v)} | {_yes_no(v.get('task groups') if v else None)} |")
         lines.append("")
     epochs = ", ".join(f"{d} {sorted({r['epochs'] for r in result['runs'] if r['dataset'] == d})[0]}" for d in result["summary"])
     lines.append(f"Mean ± sd over seeds {result['seeds']}; epochs: {epochs}; 1 worker, default model "
                  f"(uncertainty balancing and model.degree_features=true unless named), each task at its own best validation epoch. "
                  f"Last measured {env['date'][:10]}, {env['machine']['cores']} cores; " + _provenance(result["runs"]) + ".")
     return "\n".join(lines) + "\n"
+
+
+def _yes_no(v: dict | None) -> str:
+    if not v:
+        return "— | —"
+    return f"{'yes' if v['beats_best_single'] else '**no**'} | {'yes' if v['beats_mlp_multi'] else '**no**'}"
 
 
 def _provenance(runs: list[dict]) -> str:
@@ -199,17 +211,18 @@ def plot(result: dict, path: Path) -> None:
 
     panels = [(d, t) for d, tasks in result["summary"].items() for t in tasks if "GAT single-task" in tasks[t]]
     fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3.2))
-    configs = ["GAT multi-task", "GAT single-task", "MLP multi-task", "MLP single-task"]
+    bars = [("GAT multi-task", "GAT MT", "C0", 0.9), ("GAT single-task", "GAT ST", "C0", 0.45),
+            ("MLP multi-task", "MLP MT", "C1", 0.9), ("MLP single-task", "MLP ST", "C1", 0.45), (GROUPED, "GAT MT, groups", "C2", 0.9)]
     for ax, (dataset, task) in zip(axes, panels):
         by = result["summary"][dataset][task]
+        shown = [bar for bar in bars if bar[0] in by]
+        configs = [c for c, *_ in shown]
         means = [by[c]["mean"] for c in configs]
-        ax.bar(range(len(configs)), means, yerr=[by[c]["sd"] for c in configs], color=["C0", "C0", "C1", "C1"],
-               alpha=0.9, hatch=None)
-        for bar in ax.patches[1::2]:
-            bar.set_alpha(0.45)
+        for x, (c, _, color, alpha) in enumerate(shown):
+            ax.bar(x, by[c]["mean"], yerr=by[c]["sd"], color=color, alpha=alpha)
         metric, larger = TASKS[dataset][task]
         ax.set_title(f"{dataset} {task}\n{metric} ({'higher' if larger else 'lower'} is better)", fontsize=8)
-        ax.set_xticks(range(len(configs)), ["GAT MT", "GAT ST", "MLP MT", "MLP ST"], fontsize=7, rotation=45)
+        ax.set_xticks(range(len(shown)), [label for _, label, *_ in shown], fontsize=7, rotation=45, ha="right")
         lo = min(m - by[c]["sd"] for m, c in zip(means, configs))
         hi = max(m + by[c]["sd"] for m, c in zip(means, configs))
         ax.set_ylim(lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo))
