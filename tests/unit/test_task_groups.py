@@ -70,3 +70,30 @@ def test_the_config_names_a_task_in_two_groups_or_one_the_set_lacks(part):
     config = TrainConfig.model_validate({"partitions": part.source[0], "out": "o", "model": {"task_groups": [["nope"]]}})
     with pytest.raises(GravitiError, match="model.task_groups: 'nope' is not a task of"):
         check_against_partitions(config)
+
+
+def test_link_recommendations_of_a_grouped_run_score_the_link_tasks_own_columns(part):
+    from graviti_dist.infer.recommend import Recommender
+    from graviti_dist.partition import PartitionSet
+    from graviti_dist.train.run_dir import TrainedRun
+
+    manifest = part.manifest
+    link = manifest.link_tasks[0]
+    config = TrainConfig.model_validate({"partitions": part.source[0], "out": "o", "model": {
+        "hidden": 8, "heads": 2, "task_groups": [[t.name for t in manifest.tasks if not t.is_link][:1], [link.name]]}})
+    model = build_model(part, EncoderConfig(hidden=8, heads=2), task_groups=config.model.task_groups)
+    parts = PartitionSet(part.source[0])
+    relation = manifest.relation(link.relation)
+    emb = {t: torch.randn(parts.read_id_map(t, columns=["raw_id"]).num_rows, model.encoder.out_dim)
+           for t in {relation.src, relation.dst}}
+    recommender = Recommender(TrainedRun(config, model.state_dict(), part.source[0]), parts, manifest, link,
+                              emb[relation.src], emb[relation.dst])
+    sources = torch.arange(5)
+    items, probabilities = recommender.top_k(sources, 3)
+    head = model.heads[link.name]
+    with torch.no_grad():
+        own_src = model.task_embedding(link.name, emb[relation.src][sources])
+        own_dst = model.task_embedding(link.name, emb[relation.dst])
+        expected = torch.sigmoid(head.score(own_src.unsqueeze(1), own_dst[items]))
+    torch.testing.assert_close(probabilities, expected)
+    assert model.encoder.slice_of(link.name) == slice(8, 16)  # the second of three groups: not the first columns
