@@ -48,21 +48,33 @@ class UncertaintyBalancer(Balancer):
 
     A noisy task learns a large s_i and so a small weight, instead of a
     hand-tuned one. The s_i are ordinary parameters updated by the optimiser.
+
+    The learned factor exp(-s_i) is capped at ``max_weight``: its optimum is 1 / (2 L_i), so a
+    task that is all but solved (loss -> 0) gets an unbounded weight. On Twitch, `language` and
+    `partner` reached 50-600 by epoch 100, and every such run diverged for a few epochs (each task's
+    loss up 3-50x at once; 4 of 5 uncapped multi-task runs, none capped at 4;
+    benchmarks/README.md, "Capped uncertainty weights").
     """
 
-    def __init__(self, tasks, weights=None):
+    def __init__(self, tasks, weights=None, max_weight: float = 4.0):
         super().__init__(tasks, weights)
         self.log_var = nn.Parameter(torch.zeros(len(self.tasks)))
+        self.min_log_var = -math.log(max_weight)
+
+    def _log_var(self) -> torch.Tensor:
+        return self.log_var.clamp(min=self.min_log_var)
 
     def forward(self, losses, shared=None):
-        total = self.log_var.sum() * 0.0
+        log_var = self._log_var()
+        total = log_var.sum() * 0.0
         for i, task in enumerate(self.tasks):
             if task in losses:
-                total = total + torch.exp(-self.log_var[i]) * self.static[i] * losses[task] + 0.5 * self.log_var[i]
+                total = total + torch.exp(-log_var[i]) * self.static[i] * losses[task] + 0.5 * log_var[i]
         return total
 
     def effective_weights(self):
-        return {t: float(torch.exp(-self.log_var[i].detach()) * self.static[i]) for i, t in enumerate(self.tasks)}
+        log_var = self._log_var().detach()
+        return {t: float(torch.exp(-log_var[i]) * self.static[i]) for i, t in enumerate(self.tasks)}
 
 
 class DWABalancer(Balancer):
@@ -152,7 +164,11 @@ class GradNormBalancer(Balancer):
 BALANCERS = {"static": StaticBalancer, "uncertainty": UncertaintyBalancer, "dwa": DWABalancer, "gradnorm": GradNormBalancer}
 
 
-def build_balancer(kind: str, tasks: list[str], weights: dict[str, float] | None = None) -> Balancer:
+def build_balancer(kind: str, tasks: list[str], weights: dict[str, float] | None = None,
+                   max_weight: float | None = None) -> Balancer:
+    """The balancer ``kind``; ``max_weight`` caps uncertainty's learned factor (its default if None)."""
     if kind not in BALANCERS:
         raise ValueError(f"loss balancing must be one of {sorted(BALANCERS)}, not {kind!r}")
+    if kind == "uncertainty" and max_weight is not None:
+        return UncertaintyBalancer(tasks, weights, max_weight)
     return BALANCERS[kind](tasks, weights)

@@ -88,6 +88,9 @@ class TrainConfig(_Strict):
     tasks: list[str] | None = Field(None, min_length=1, description="subset of the partition set's tasks (default: all)")
     task_weights: dict[str, float] = Field(default_factory=dict)
     balancing: Literal["static", "uncertainty", "dwa", "gradnorm"] = "uncertainty"
+    uncertainty_max_weight: float = Field(4.0, gt=0, description=(
+        "cap on the weight uncertainty balancing learns for a task (times its task_weights entry): an all but "
+        "solved task's weight otherwise grows without bound, and the runs diverged for a few epochs"))
     model: ModelConfig = Field(default_factory=ModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     batch_size: int = Field(512, ge=1, description="node-task seeds per step")

@@ -43,9 +43,9 @@ def task_specs(part: WorkerPartition, head_hidden: int = 0) -> list[TaskSpec]:
 
 def build_model(part: WorkerPartition, encoder: EncoderConfig, balancing: str = "static", tasks: list[str] | None = None,
                 weights: dict[str, float] | None = None, head_hidden: int = 0,
-                task_groups: list[list[str]] | None = None) -> MultiTaskModel:
+                task_groups: list[list[str]] | None = None, max_weight: float | None = None) -> MultiTaskModel:
     """The multi-task model for the partition's node tasks (or the ``tasks`` subset), weights into the
-    balancer; with ``task_groups`` (``model.task_groups``) an encoder per group."""
+    balancer (``max_weight``: uncertainty's cap); with ``task_groups`` (``model.task_groups``) an encoder per group."""
     specs = [s for s in task_specs(part, head_hidden) if tasks is None or s.name in tasks]
     relations = len(part.manifest.etypes) if encoder.typed_relations else 1
     edge_inputs = part.manifest.edge_inputs
@@ -55,7 +55,7 @@ def build_model(part: WorkerPartition, encoder: EncoderConfig, balancing: str = 
     groups = resolve_task_groups(task_groups or [], names)
     built = TaskGroupEncoder([build_encoder(encoder, part.inputs) for _ in groups], groups) if groups \
         else build_encoder(encoder, part.inputs)
-    return MultiTaskModel(built, specs, build_balancer(balancing, names, weights))
+    return MultiTaskModel(built, specs, build_balancer(balancing, names, weights, max_weight))
 
 
 def train_step(model: torch.nn.Module, batch: MiniBatch, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:

@@ -131,7 +131,7 @@ def train_loop_per_worker(config_dict: dict) -> None:
     # With none, sampling runs in this process: ahead in a thread on CUDA, in line on the CPU (to_model).
     stream = MinibatchStream(data.train, workers=config.sampler_workers or 0, pin_memory=device.type == "cuda")
     core = build_model(parts[0], encoder_config(config), config.balancing, config.tasks, config.task_weights,
-                       config.model.head_hidden, config.model.task_groups).to(device)
+                       config.model.head_hidden, config.model.task_groups, config.uncertainty_max_weight).to(device)
     # [1] DDP; every parameter joins the loss, so DDP need not search the graph for unused ones.
     core.every_parameter_in_loss = True
     model = ray.train.torch.prepare_model(core, parallel_strategy_kwargs={"find_unused_parameters": False})

@@ -92,3 +92,24 @@ def test_gradnorm_moves_only_its_weights_and_is_plain_weighting_outside_training
     balancer.eval()
     values = losses()
     assert torch.allclose(balancer(values, list(shared.parameters())), w[0] * values["quiet"] + w[1] * values["loud"])
+
+
+def test_uncertainty_caps_the_weight_of_a_task_that_is_all_but_solved():
+    # The learned factor's optimum is 1 / (2 L): a loss of 1e-4 would want 5,000.
+    for max_weight, expected in ((None, 4.0), (10.0, 10.0)):
+        balancer = build_balancer("uncertainty", ["solved", "hard"], {"solved": 2.0}, max_weight=max_weight)
+        opt = torch.optim.Adam(balancer.parameters(), lr=0.1)
+        for _ in range(500):
+            opt.zero_grad()
+            balancer({"solved": torch.tensor(1e-4), "hard": torch.tensor(0.5)}).backward()
+            opt.step()
+        weights = balancer.effective_weights()
+        assert weights["solved"] == pytest.approx(2.0 * expected)  # the cap times the task's static weight
+        assert weights["hard"] == pytest.approx(1.0, rel=0.05)  # 1 / (2 x 0.5): below the cap, unchanged
+    uncapped = build_balancer("uncertainty", ["solved"], max_weight=1e9)
+    opt = torch.optim.Adam(uncapped.parameters(), lr=0.1)
+    for _ in range(500):
+        opt.zero_grad()
+        uncapped({"solved": torch.tensor(1e-4)}).backward()
+        opt.step()
+    assert uncapped.effective_weights()["solved"] > 100  # what the cap is for
