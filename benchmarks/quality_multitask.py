@@ -88,7 +88,18 @@ def train(parts: Path, out: Path, seed: int, epochs: int, kind: str = "gat", tas
     selection = run.read_selection()
     by = run.path / "bench-measured-by"  # a read-back run keeps the commit and machine that trained it
     return {"test": run.read_test_metrics(), "epochs": {t: c.epoch for t, c in selection.tasks.items()},
-            "seconds": float((run.path / "bench-seconds").read_text()), **(json.loads(by.read_text()) if by.exists() else {})}
+            "seconds": float((run.path / "bench-seconds").read_text()), "divergences": divergences(run.read_records()),
+            **(json.loads(by.read_text()) if by.exists() else {})}
+
+
+def divergences(records: list[dict], rise: float = 3.0, floor: float = 0.05) -> dict[str, list[int]]:
+    """Per task, the epochs (0-based) where its training loss rose above ``rise`` x its lowest of the
+    three epochs before and above ``floor``: a run knocked off course, not epoch-to-epoch noise (what
+    uncapped uncertainty weights did to views and days in every 100-epoch Twitch run)."""
+    tasks = [key[len("loss/"):] for key in records[0] if key.startswith("loss/")] if records else []
+    return {t: [i for i in range(3, len(records))
+                if records[i][f"loss/{t}"] > max(rise * min(r[f"loss/{t}"] for r in records[i - 3:i]), floor)]
+            for t in tasks}
 
 
 def configurations(dataset: str, single: list[str] | None = None, balancers: tuple[str, ...] = BALANCERS) -> list[tuple[str, dict]]:
@@ -125,7 +136,8 @@ def run_all(sets: dict[str, Path], workdir: Path, seeds: list[int], epochs: int,
                         continue
                     runs.append({"dataset": dataset, "config": label, "seed": seed, "task": task, "metric": metric, "epochs": options["epochs"],
                                  "value": result["test"][task][metric], "epoch": result["epochs"].get(task),
-                                 "seconds": result["seconds"], **{k: result[k] for k in ("commit", "machine") if k in result}})
+                                 "seconds": result["seconds"], "divergences": len(result["divergences"].get(task, [])),
+                                 **{k: result[k] for k in ("commit", "machine") if k in result}})
                 print(json.dumps({"dataset": dataset, "config": label, "seed": seed, **options,
                                   "seconds": result["seconds"]}), flush=True)
     return runs

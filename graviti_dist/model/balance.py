@@ -51,9 +51,9 @@ class UncertaintyBalancer(Balancer):
 
     The learned factor exp(-s_i) is capped at ``max_weight``: its optimum is 1 / (2 L_i), so a
     task that is all but solved (loss -> 0) gets an unbounded weight. On Twitch, `language` and
-    `partner` reached 50-600 by epoch 100, and every such run diverged for a few epochs (each task's
-    loss up 3-50x at once; 4 of 5 uncapped multi-task runs, none capped at 4;
-    benchmarks/README.md, "Capped uncertainty weights").
+    `partner` reached 50-600 by epoch 100, and in every uncapped 100-epoch run a slip of theirs
+    knocked `views` and `days` off course (their losses up 3-7x at once); capped at 4, only the
+    solved task's own loss wobbled (benchmarks/README.md, "Capped uncertainty weights").
     """
 
     def __init__(self, tasks, weights=None, max_weight: float = 4.0):
