@@ -67,6 +67,9 @@ class OptimConfig(_Strict):
     lr: float = Field(5e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     schedule: Literal["none", "cosine"] = "none"
+    average_epochs: float = Field(0.0, ge=0, description=(
+        "evaluate, select and save an exponential moving average of the weights over about this many epochs "
+        "(train/averaging.py); 0: the weights of the epoch's last step"))
 
 
 class EarlyStopping(_Strict):

@@ -152,6 +152,7 @@ class TrainingState:
     rng: torch.Tensor
     # per node task: (score, epoch) of its best validation metric so far; weights in RunDir.task_best_path
     task_best: dict[str, tuple[float, int]] = field(default_factory=dict)
+    averaged: dict | None = None  # the weight average's state (optim.average_epochs), None without one
 
     def save(self, directory: str | Path) -> None:
         # Not dataclasses.asdict: it deep-copies every tensor of the model and optimiser state.

@@ -44,6 +44,7 @@ from graviti_dist.sampling import (MinibatchStream, NodeMinibatches, NodeRanges,
 from graviti_dist.train.console import EpochPrinter
 from graviti_dist.train.config import (TrainConfig, check_against_partitions, encoder_config, resume_conflicts,
                                        sampling_mode)
+from graviti_dist.train.averaging import WeightAverage
 from graviti_dist.train.loop import EpochTotals, build_model, check_finite_losses, evaluate, make_optimizer, train_epoch
 from graviti_dist.train.metrics import SELECTION_METRIC, torch_distributed_gather
 from graviti_dist.train.plots import plot_run
@@ -138,6 +139,9 @@ def train_loop_per_worker(config_dict: dict) -> None:
     optimizer = make_optimizer(core.parameters(), config.optim.lr, config.optim.weight_decay, device)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs) if config.optim.schedule == "cosine" else None
     state = _restore(config, core, optimizer, schedule)  # [3]
+    steps = torch.tensor([sum(len(b) for b in data.train)], dtype=torch.long)
+    dist.all_reduce(steps, op=dist.ReduceOp.MAX)  # every worker takes as many steps as the busiest
+    average = _weight_average(config, core, state, int(steps))
     # Per-task weight files named by the checkpoints still on disk (Ray Train keeps the newest
     # keep_checkpoints): a resume may start from any of them, so pruning keeps what each names.
     named = deque([{epoch for _, epoch in state.task_best.values()}], maxlen=config.keep_checkpoints)
@@ -145,12 +149,11 @@ def train_loop_per_worker(config_dict: dict) -> None:
     if rank == 0:
         run.keep_records_before(state.epoch)  # epochs after the checkpoint run again
     for epoch in range(state.epoch, config.epochs):
-        steps = torch.tensor([sum(len(b) for b in data.train)], dtype=torch.long)
-        dist.all_reduce(steps, op=dist.ReduceOp.MAX)
         bar = tqdm(total=int(steps), desc=f"epoch {epoch}", unit="step", mininterval=2.0, file=sys.stderr,
                    disable=not (config.progress and rank == 0))
         started, requests = time.perf_counter(), data.requests()
-        totals = train_epoch(model, stream.epoch(int(steps)), optimizer, device, on_step=bar.update, ahead=data.ahead)
+        totals = train_epoch(model, stream.epoch(int(steps)), optimizer, device, on_step=_after_step(bar, average),
+                             ahead=data.ahead)
         epoch_time = time.perf_counter() - started
         bar.close()
         if schedule is not None:
@@ -160,20 +163,44 @@ def train_loop_per_worker(config_dict: dict) -> None:
             record.update(_remote_record(data, requests, int(steps), world, first=epoch == state.epoch))
         stop = False
         if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
-            val = _evaluate(core, data.val, device)
-            stop = _select(config, core, val, state, epoch, record)
+            evaluated = core if average is None else average.model
+            val = _evaluate(evaluated, data.val, device)
+            stop = _select(config, evaluated, val, state, epoch, record)
             if _select_tasks(core, val, state, epoch, record) and rank == 0:
-                run.save_task_best(epoch, core.state_dict())
-        state.epoch = epoch
+                run.save_task_best(epoch, evaluated.state_dict())
+        state.epoch, state.averaged = epoch, None if average is None else average.state_dict()
         _report(record, core, optimizer, schedule, state, rank, run, config, named)  # [2]
         if stop:
             break
-    summed = state.best_state or {k: v.detach().clone() for k, v in core.state_dict().items()}
+    last = core if average is None else average.model
+    summed = state.best_state or {k: v.detach().clone() for k, v in last.state_dict().items()}
     core.load_state_dict(summed)
     final = _evaluate(core, data.test, device)
     per_task = _test_per_task(core, data.test, device, state, run, rank, final)
     if rank == 0:
         _write_run_outputs(config, run, final, per_task, summed, state, {n: spec.type for n, spec in core.specs.items()})
+
+
+def _weight_average(config: TrainConfig, core: MultiTaskModel, state: TrainingState, steps: int) -> WeightAverage | None:
+    """The EMA of the weights that evaluation and selection use (``optim.average_epochs``), continued
+    from the checkpoint's when it has one; None when averaging is off."""
+    if not config.optim.average_epochs:
+        return None
+    average = WeightAverage(core, config.optim.average_epochs, steps)
+    if state.averaged is not None:
+        average.load_state_dict(state.averaged)
+    return average
+
+
+def _after_step(bar: tqdm, average: WeightAverage | None):
+    """What runs after each optimiser step: the progress bar, and the weight average when there is one."""
+    if average is None:
+        return bar.update
+
+    def after() -> None:
+        average.update()
+        bar.update()
+    return after
 
 
 def _restore(config: TrainConfig, core: MultiTaskModel, optimizer, schedule) -> TrainingState:
@@ -327,7 +354,7 @@ def _report(record: dict, core, optimizer, schedule, state: TrainingState, rank:
         TrainingState(model=core.state_dict(), optimizer=optimizer.state_dict(),
                       schedule=schedule.state_dict() if schedule is not None else None, epoch=state.epoch,
                       best=state.best, best_state=state.best_state, stale=state.stale, rng=torch.get_rng_state(),
-                      task_best=state.task_best).save(directory)
+                      task_best=state.task_best, averaged=state.averaged).save(directory)
         ray.train.report(record, checkpoint=Checkpoint.from_directory(directory))
     # After the checkpoint that names them, and never a file an older kept checkpoint names: a resume
     # after a killed driver once started from the checkpoint before the newest and found its

@@ -13,7 +13,8 @@ from graviti_dist.crawl.synthetic import SyntheticSpec
 from graviti_dist.errors import GravitiError
 from graviti_dist.crawl.generate import generate_crawl
 from graviti_dist.partition import PartitionSpec, partition_crawl
-from graviti_dist.train import fit
+from graviti_dist.train import RunDir, fit
+from graviti_dist.train.run_dir import TrainingState
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +77,30 @@ def _tracked_runs_read_back(tmp_path, records, test_metrics):
         [(r["epoch"], pytest.approx(r["loss/interest"])) for r in records]
     (config_text,) = events.Tensors("config/text_summary")
     assert b"hidden: 16" in config_text.tensor_proto.string_val[0]
+
+
+def test_averaged_weights_are_what_is_evaluated_selected_and_saved(two_parts, tmp_path):
+    """optim.average_epochs: best_model.pt and each task's best epoch hold the average, not the last
+    step's weights, and every checkpoint carries the average so that a resume continues it."""
+    out = tmp_path / "run"
+    fit(load_train_config(None, [f"partitions={two_parts}", f"out={out}", "epochs=2", "num_workers=2", "model.hidden=16",
+                                 "model.heads=2", "batch_size=256", "optim.average_epochs=20", "keep_checkpoints=2",
+                                 "tasks=[interest, influence]", "progress=false"]))
+    run = RunDir(out)
+    states = {s.epoch: s for s in (TrainingState.load(p.parent) for p in run.ray_storage.glob("**/checkpoint_*/state.pt"))}
+    assert sorted(states) == [0, 1]
+    best = states[1].best[1]
+    saved = torch.load(run.best_model_path, weights_only=False)
+    averaged, live = states[best].averaged, states[best].model
+    assert int(averaged["n_averaged"]) == sum(r["steps"] for r in run.read_records()[:best + 1])  # one update a step
+    for name, value in saved.items():
+        if f"module.{name}" in averaged and value.is_floating_point():
+            torch.testing.assert_close(value, averaged[f"module.{name}"])
+    moved = [n for n, v in live.items() if f"module.{n}" in averaged and not torch.allclose(v, averaged[f"module.{n}"])]
+    assert moved, "the average over 20 epochs should lag the live weights"
+    for epoch in set(run.read_selection().tasks[t].epoch for t in ("interest", "influence")):
+        task_best = torch.load(run.task_best_path(epoch), weights_only=False)
+        torch.testing.assert_close(task_best[moved[0]], states[epoch].averaged[f"module.{moved[0]}"])
 
 
 def test_config_errors_name_the_field(two_parts, tmp_path, capsys):
