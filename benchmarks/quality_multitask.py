@@ -45,6 +45,11 @@ LONG = (f"GAT multi-task, {LONG_EPOCHS} epochs", f"GAT single-task, {LONG_EPOCHS
 # helped both (seed-0 subsets of the tasks, benchmarks/README.md "Task groups")
 GROUPED = "GAT multi-task, task groups"
 TASK_GROUPS = {"twitch": [["views", "mature"], ["days", "partner", "language"]]}
+# The same comparisons with the weights averaged over the last ~2 epochs (optim.average_epochs; 2
+# epochs are 32 steps on Twitch, where validation views swings by 0.1 epoch to epoch): every
+# multi-task and single-task configuration this suffix is added to, so that the verdict compares alike
+AVERAGED, AVERAGE_EPOCHS = ", averaged", 2
+FAMILIES = ("", AVERAGED)  # each family's multi-task runs are judged against its own single-task runs
 
 
 def prepare(workdir: Path, datasets: Path) -> dict[str, Path]:
@@ -115,7 +120,15 @@ def configurations(dataset: str, single: list[str] | None = None, balancers: tup
         configs.append((GROUPED, {"settings": (f"model.task_groups=[{groups}]",)}))
     configs.append((LONG[0], {"epochs": LONG_EPOCHS}))
     configs += [(LONG[1], {"tasks": [task], "epochs": LONG_EPOCHS}) for task in single or TASKS[dataset]]
-    return configs
+    return configs + _averaged(configs)
+
+
+def _averaged(configs: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
+    """The multi-task, grouped and single-task configurations again, with averaged weights."""
+    family = {"GAT multi-task", "MLP multi-task", "GAT single-task", "MLP single-task", GROUPED}
+    setting = f"optim.average_epochs={AVERAGE_EPOCHS}"
+    return [(label + AVERAGED, {**options, "settings": (*options.get("settings", ()), setting)})
+            for label, options in configs if label in family]
 
 
 def run_all(sets: dict[str, Path], workdir: Path, seeds: list[int], epochs: int, single: dict[str, list[str]],
@@ -153,58 +166,70 @@ def summarise(runs: list[dict]) -> dict:
 
 
 def verdicts(summary: dict) -> dict:
-    """Per dataset and task: is the multi-task GAT (and, where measured, the grouped one under
-    ``"task groups"``) at least as good as the better single-task model, better than the multi-task
-    MLP, and within one sd of the single-task GAT?"""
+    """dataset -> task -> multi-task run (the GAT, grouped, each with averaged weights where measured)
+    -> is it at least as good as the better single-task model, better than the multi-task MLP, and
+    within one sd of the single-task GAT, all of its own family?"""
     out = {}
     for dataset, tasks in summary.items():
         for task, by in tasks.items():
-            if "GAT single-task" not in by:  # multi-task runs only (--single-tasks left it out)
-                continue
-            verdict = _verdict(by, by["GAT multi-task"], TASKS[dataset][task][1])
-            if GROUPED in by:
-                verdict["task groups"] = _verdict(by, by[GROUPED], TASKS[dataset][task][1])
-            out.setdefault(dataset, {})[task] = verdict
+            for family in FAMILIES:
+                needed = [f"{c}{family}" for c in ("GAT single-task", "MLP single-task", "MLP multi-task")]
+                if not all(c in by for c in needed):  # multi-task runs only (--single-tasks left them out)
+                    continue
+                for run in (f"GAT multi-task{family}", f"{GROUPED}{family}"):
+                    if run in by:
+                        out.setdefault(dataset, {}).setdefault(task, {})[run] = _verdict(by, run, family, TASKS[dataset][task][1])
     return out
 
 
-def _verdict(by: dict, mt: dict, larger: bool) -> dict:
+def _verdict(by: dict, run: str, family: str, larger: bool) -> dict:
+    """``run`` against the single-task GAT and MLP and the multi-task MLP of its own family."""
     better = (lambda a, b: a >= b) if larger else (lambda a, b: a <= b)
-    st_gat, st_mlp = by["GAT single-task"], by["MLP single-task"]
+    mt, st_gat, st_mlp = by[run], by[f"GAT single-task{family}"], by[f"MLP single-task{family}"]
     best_single = max(st_gat["mean"], st_mlp["mean"]) if larger else min(st_gat["mean"], st_mlp["mean"])
     worse_by = (st_gat["mean"] - mt["mean"]) if larger else (mt["mean"] - st_gat["mean"])
     return {"beats_best_single": better(mt["mean"], best_single),
-            "beats_mlp_multi": better(mt["mean"], by["MLP multi-task"]["mean"]),
+            "beats_mlp_multi": better(mt["mean"], by[f"MLP multi-task{family}"]["mean"]),
             "within_one_sd_of_single_gat": worse_by <= st_gat["sd"]}
 
 
 def table(result: dict) -> str:
+    """Per dataset: one row per configuration, one column per task (mean ± sd); then each multi-task
+    run's verdicts against the single-task models of its family."""
     env, lines = result["environment"], []
-    configs = ["GAT multi-task", "GAT single-task", "MLP multi-task", "MLP single-task", *LONG,
-               *(f"GAT multi-task, {b}" for b in BALANCERS), NO_DEGREE, GROUPED]
-    configs = [c for c in configs if any(c in by for tasks in result["summary"].values() for by in tasks.values())]
+    order = ["GAT multi-task", "GAT single-task", "MLP multi-task", "MLP single-task", GROUPED, *LONG,
+             *(f"GAT multi-task, {b}" for b in BALANCERS), NO_DEGREE]
+    order += [label + AVERAGED for label in order[:5]]
     for dataset, tasks in result["summary"].items():
-        lines += [f"**{dataset}**", "", "| task (test) | " + " | ".join(configs)
-                  + " | MT GAT ≥ best ST | MT GAT > MT MLP | grouped ≥ best ST | grouped > MT MLP |",
-                  "|---|" + "---|" * (len(configs) + 4)]
-        for task, by in tasks.items():
-            metric, larger = TASKS[dataset][task]
-            cells = [f"{by[c]['mean']:.3f} ± {by[c]['sd']:.3f}" if c in by else "—" for c in configs]
-            v = result["verdicts"][dataset].get(task)
-            lines.append(f"| `{task}` {metric} {'↑' if larger else '↓'} | " + " | ".join(cells)
-                         + f" | {_yes_no(v)} | {_yes_no(v.get('task groups') if v else None)} |")
-        lines.append("")
+        configs = [c for c in order if any(c in by for by in tasks.values())]
+        lines += [f"**{dataset}**", "", "| configuration | " + " | ".join(
+            f"`{t}` {TASKS[dataset][t][0]} {'↑' if TASKS[dataset][t][1] else '↓'}" for t in tasks) + " |",
+            "|---|" + "---|" * len(tasks)]
+        for c in configs:
+            cells = [f"{tasks[t][c]['mean']:.3f} ± {tasks[t][c]['sd']:.3f}" if c in tasks[t] else "—" for t in tasks]
+            lines.append(f"| {c} | " + " | ".join(cells) + " |")
+        lines += ["", _verdict_table(result["verdicts"].get(dataset, {})), ""]
     epochs = ", ".join(f"{d} {sorted({r['epochs'] for r in result['runs'] if r['dataset'] == d})[0]}" for d in result["summary"])
     lines.append(f"Mean ± sd over seeds {result['seeds']}; epochs: {epochs}; 1 worker, default model "
-                 f"(uncertainty balancing and model.degree_features=true unless named), each task at its own best validation epoch. "
+                 f"(uncertainty balancing and model.degree_features=true unless named; `averaged`: "
+                 f"optim.average_epochs={AVERAGE_EPOCHS}), each task at its own best validation epoch. "
                  f"Last measured {env['date'][:10]}, {env['machine']['cores']} cores; " + _provenance(result["runs"]) + ".")
     return "\n".join(lines) + "\n"
 
 
-def _yes_no(v: dict | None) -> str:
-    if not v:
-        return "— | —"
-    return f"{'yes' if v['beats_best_single'] else '**no**'} | {'yes' if v['beats_mlp_multi'] else '**no**'}"
+def _verdict_table(verdicts: dict) -> str:
+    """One row per multi-task run and task: ≥ the better single-task model, > the multi-task MLP,
+    within one sd of the single-task GAT (each against its own family: averaged with averaged)."""
+    rows = ["| multi-task run | task | ≥ best single-task | > multi-task MLP | within 1 sd of single-task GAT |",
+            "|---|---|---|---|---|"]
+    runs = sorted({run for by in verdicts.values() for run in by}, key=lambda r: (AVERAGED in r, GROUPED in r))
+    for run in runs:
+        for task, by in verdicts.items():
+            if run in by:
+                v = by[run]
+                rows.append(f"| {run} | `{task}` | " + " | ".join("yes" if v[k] else "**no**" for k in (
+                    "beats_best_single", "beats_mlp_multi", "within_one_sd_of_single_gat")) + " |")
+    return "\n".join(rows)
 
 
 def _provenance(runs: list[dict]) -> str:
@@ -225,13 +250,14 @@ def plot(result: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3.2))
     bars = [("GAT multi-task", "GAT MT", "C0", 0.9), ("GAT single-task", "GAT ST", "C0", 0.45),
             ("MLP multi-task", "MLP MT", "C1", 0.9), ("MLP single-task", "MLP ST", "C1", 0.45), (GROUPED, "GAT MT, groups", "C2", 0.9)]
+    bars += [(c + AVERAGED, label + ", avg", color, alpha) for c, label, color, alpha in bars]  # hatched below
     for ax, (dataset, task) in zip(axes, panels):
         by = result["summary"][dataset][task]
         shown = [bar for bar in bars if bar[0] in by]
         configs = [c for c, *_ in shown]
         means = [by[c]["mean"] for c in configs]
         for x, (c, _, color, alpha) in enumerate(shown):
-            ax.bar(x, by[c]["mean"], yerr=by[c]["sd"], color=color, alpha=alpha)
+            ax.bar(x, by[c]["mean"], yerr=by[c]["sd"], color=color, alpha=alpha, hatch="//" if AVERAGED in c else None)
         metric, larger = TASKS[dataset][task]
         ax.set_title(f"{dataset} {task}\n{metric} ({'higher' if larger else 'lower'} is better)", fontsize=8)
         ax.set_xticks(range(len(shown)), [label for _, label, *_ in shown], fontsize=7, rotation=45, ha="right")
