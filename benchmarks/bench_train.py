@@ -297,7 +297,7 @@ def single_worker(part_dir: Path, device: torch.device, rounds: RoundSpec, threa
                   sampler_workers: int = 0) -> dict:
     """Every system on the whole graph (a 1-part set) in this process, plus ours' breakdown."""
     set_threads(threads)
-    part = load_worker_partition(part_dir, 0)
+    part = load_worker_partition(part_dir, 0, edge_inputs=False)  # the comparison model reads none
     runners = {"ours": OursTrainer([part], device, rounds.batch, sampler_workers=sampler_workers)}
     notes = []
     if "dgl" in systems:
@@ -325,7 +325,7 @@ def _ddp_worker(rank: int, world: int, port: int, part_dir: str, rounds: RoundSp
     set_threads(threads)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        trainer = OursTrainer([load_worker_partition(part_dir, rank)], torch.device("cpu"), rounds.batch, seed=rank, ddp=True)
+        trainer = OursTrainer([load_worker_partition(part_dir, rank, edge_inputs=False)], torch.device("cpu"), rounds.batch, seed=rank, ddp=True)
         rates = []
         for r in range(rounds.repeat + 1):
             dist.barrier()

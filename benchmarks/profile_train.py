@@ -23,7 +23,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=25)
     args = parser.parse_args()
     device = torch.device(args.device)
-    trainer = OursTrainer([load_worker_partition(args.partitions, 0)], device, 1024)
+    trainer = OursTrainer([load_worker_partition(args.partitions, 0, edge_inputs=False)], device, 1024)
     trainer.run(3)  # warm-up
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:

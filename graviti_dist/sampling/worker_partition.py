@@ -52,8 +52,10 @@ class WorkerPartition:
         return self.graph.edata[EDGE_INPUTS] if EDGE_INPUTS in self.graph.edata else None
 
 
-def load_worker_partition(part_dir: str | Path, part_id: int) -> WorkerPartition:
-    """Load partition ``part_id`` of the set at ``part_dir`` with its halo features."""
+def load_worker_partition(part_dir: str | Path, part_id: int, edge_inputs: bool = True) -> WorkerPartition:
+    """Load partition ``part_id`` of the set at ``part_dir`` with its halo features; ``edge_inputs``
+    False leaves the set's edge inputs out, so that sampling does not gather them for a model that
+    reads none (``model.edge_inputs: false``)."""
     parts = PartitionSet(part_dir)
     manifest = parts.read_manifest()
     if not 0 <= part_id < manifest.num_parts:
@@ -61,6 +63,8 @@ def load_worker_partition(part_dir: str | Path, part_id: int) -> WorkerPartition
     parts.verify_files(manifest, [part_id])  # sizes, before DGL reads a byte
     graph, node_feats, _, _, _, _, _ = dgl.distributed.load_partition(str(parts.part_config), part_id)
     halo_feats = dgl.data.utils.load_tensors(str(parts.halo_feats(part_id)))
+    if not edge_inputs:
+        graph.edata.pop(EDGE_INPUTS, None)
     node_type = graph.ndata[dgl.NTYPE].long()
     inner = graph.ndata["inner_node"].bool()
     nid = graph.ndata[dgl.NID]

@@ -91,7 +91,7 @@ def _worker_data(config: TrainConfig, rank: int, world: int) -> tuple[list, _Wor
             ref, part = load_shared(config.partitions, p)
             shared.append(ref)
         else:
-            part = load_worker_partition(config.partitions, p)
+            part = load_worker_partition(config.partitions, p, edge_inputs=config.model.edge_inputs)
         parts.append(part)
     served, nodes, batches, ahead = [], {}, partial(NodeMinibatches), False
     if remote:

@@ -96,6 +96,16 @@ def test_local_remote_and_layerwise_blocks_carry_each_edges_inputs(sets):
     assert block_edge_inputs([block], full_ids[layer_inputs]) == block_edge_inputs([sampled], full_ids[sampled_inputs])
 
 
+def test_a_partition_loaded_for_a_model_without_edge_inputs_samples_none(sets):
+    _, full_dir = sets
+    with_inputs, without = load_worker_partition(full_dir, 0), load_worker_partition(full_dir, 0, edge_inputs=False)
+    assert with_inputs.edge_inputs is not None and without.edge_inputs is None
+    for part, expect in ((with_inputs, True), (without, False)):
+        batches = NodeMinibatches(part, [5, 5], 64, "train", shuffle=False)
+        _, blocks = batches.sample(batches.seeds[:64])
+        assert all((b.efeat is not None) == expect for b in blocks)
+
+
 def _temporal_crawl(root, users: int = 1200, in_edges: int = 6, seed: int = 0):
     """Users whose features are noise and whose label says only whether their in-edges are recent
     (made within the last day) or old (2 to 13 months back): the label is in the edges' time alone."""
