@@ -135,8 +135,7 @@ def run_inference(run_path: str | Path, part_dir: str | Path, out: str | Path, *
                    "halo_exchange": exchange, "explain": explain, "select": select, "task_epochs": run.task_epoch,
                    "threads_per_actor": threads_per_actor, "parts": sorted(stats, key=lambda s: s["part"]),
                    "rows": {t: sum(s["rows"].get(t, 0) for s in stats) for t in manifest.ntypes},
-                   "tasks": [t.model_dump(mode="json") for t in manifest.node_tasks
-                             if run.config.tasks is None or t.name in run.config.tasks]}
+                   "tasks": [t.model_dump(mode="json") for t in manifest.node_tasks if run.config.trains(t.name)]}
         # Exact top-k scores every source against every destination in this process: minutes at
         # 250k users x 1.26M posts (benchmarks/README.md, shallow halos), so it can be left out.
         summary["recommendations"] = write_recommendations(Predictions(tmp), parts, run, manifest, top_k) if top_k else {}

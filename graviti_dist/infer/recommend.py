@@ -28,8 +28,7 @@ class Recommender:
         relation = manifest.relation(task.relation)
         self.src_type, self.dst_type = relation.src, relation.dst
         # A grouped model's embeddings are its groups' side by side; the head reads its own group's.
-        groups = resolve_task_groups(run.config.model.task_groups,
-                                     [t.name for t in manifest.tasks if run.config.tasks is None or t.name in run.config.tasks])
+        groups = resolve_task_groups(run.config.model.task_groups, [t.name for t in manifest.tasks if run.config.trains(t.name)])
         columns = task_columns(groups, self.name, src_emb.shape[1] // max(len(groups), 1))
         src_emb, dst_emb = src_emb[:, columns], dst_emb[:, columns]
         head = build_head(TaskSpec(name=self.name, type="link"), src_emb.shape[1])
@@ -77,7 +76,7 @@ def write_recommendations(out: Predictions, parts: PartitionSet, run: TrainedRun
     from the embeddings already in ``out``'s predictions; returns rows written per task."""
     rows = {}
     for task in manifest.link_tasks:
-        if run.config.tasks is not None and task.name not in run.config.tasks:
+        if not run.config.trains(task.name):
             continue
         relation = manifest.relation(task.relation)
         emb = {t: embeddings_by_type_id(out.read_embeddings(t), parts.read_id_map(t, columns=["raw_id"]))

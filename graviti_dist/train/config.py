@@ -122,6 +122,10 @@ class TrainConfig(_Strict):
     build_dir: str | None = Field(None, description="set by graviti train --overwrite: where the new run is built "
                                                     "before it replaces the one at out (never recorded in the run)")
 
+    def trains(self, task: str) -> bool:
+        """Whether the run trains ``task`` of its partition set (``tasks`` unset: every task)."""
+        return self.tasks is None or task in self.tasks
+
 
 def _errors(exc: ValidationError, source: str) -> GravitiError:
     lines = [f"  {'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors()]

@@ -9,6 +9,7 @@ from graviti_dist.train import load_train_config
 @pytest.mark.parametrize("override, field", [
     ("optim.lr=.inf", "optim.lr"), ("optim.lr=.nan", "optim.lr"), ("model.dropout=.nan", "model.dropout"),
     ("tasks=[]", "tasks"), ("epochs=0", "epochs"), ("sampling=sometimes", "sampling"), ("colour=red", "colour"),
+    ("optim.average_epochs=-1", "optim.average_epochs"),
 ])
 def test_configs_that_cannot_train_are_refused(override, field):
     with pytest.raises(GravitiError) as err:
@@ -41,3 +42,9 @@ def test_model_settings_reach_the_encoder_and_shape_the_checkpoint():
     default = load_train_config(None, ["partitions=p"])
     assert encoder_config(default).residual is True
     assert any("model.residual" in c for c in resume_conflicts(default, plain))
+
+
+def test_a_run_trains_its_named_tasks_or_every_task():
+    assert load_train_config(None, ["partitions=p"]).trains("views")
+    subset = load_train_config(None, ["partitions=p", "tasks=[days]"])
+    assert subset.trains("days") and not subset.trains("views")
