@@ -309,12 +309,15 @@ def shallow_and_full_sets(root: Path, users: int, seed: int) -> tuple[Path, Path
     return root / "hops1", root / "hops2"
 
 
-def remote_minibatches(shallow_dir, part_id: int, fanouts, **kwargs):
-    """Remote minibatches of part ``part_id`` of a 3-part 1-hop set, every store in this process."""
+def remote_minibatches(shallow_dir, part_id: int, fanouts, edge_inputs: bool = True, stores_edge_inputs: bool | None = None,
+                       **kwargs):
+    """Remote minibatches of part ``part_id`` of a 3-part 1-hop set, every store in this process; the
+    worker's partition and the stores' (by default the same) loaded with edge inputs or without."""
     from graviti_dist.partition import PartitionSet
     from graviti_dist.sampling import load_worker_partition
     from graviti_dist.sampling.remote import GraphStore, LocalStore, NodeRanges, RemoteMinibatches
 
-    stores = {p: LocalStore(GraphStore(str(shallow_dir), p)) for p in range(3)}
-    return RemoteMinibatches(load_worker_partition(shallow_dir, part_id), stores, NodeRanges.of(PartitionSet(shallow_dir)),
-                             fanouts, 10**9, "train", shuffle=False, **kwargs)
+    stores_edge_inputs = edge_inputs if stores_edge_inputs is None else stores_edge_inputs
+    stores = {p: LocalStore(GraphStore(str(shallow_dir), p, edge_inputs=stores_edge_inputs)) for p in range(3)}
+    return RemoteMinibatches(load_worker_partition(shallow_dir, part_id, edge_inputs=edge_inputs), stores,
+                             NodeRanges.of(PartitionSet(shallow_dir)), fanouts, 10**9, "train", shuffle=False, **kwargs)

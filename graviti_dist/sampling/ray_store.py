@@ -33,9 +33,9 @@ RESTARTS = 3
 
 
 class _StoreActor(GraphStore):
-    def __init__(self, part_dir: str, part_id: int, arrays: PartitionArrays | None = None):
+    def __init__(self, part_dir: str, part_id: int, arrays: PartitionArrays | None = None, edge_inputs: bool = True):
         # Ray hands ``arrays`` over resolved from the object store: views, not a copy of the partition.
-        super().__init__(part_dir, part_id, from_arrays(arrays) if arrays is not None else None)
+        super().__init__(part_dir, part_id, from_arrays(arrays) if arrays is not None else None, edge_inputs)
 
     def node_id(self) -> str:
         """The Ray node this store runs on (placement is reported with the run)."""
@@ -71,21 +71,24 @@ class RayStore:
         return _RayFuture(self.actor.gather.remote(nodes))
 
 
-def load_shared(part_dir: str, part_id: int) -> tuple[ray.ObjectRef, WorkerPartition]:
+def load_shared(part_dir: str, part_id: int, edge_inputs: bool = True) -> tuple[ray.ObjectRef, WorkerPartition]:
     """Partition ``part_id`` loaded, put in Ray's object store once, and rebuilt over that copy:
     returns the object's reference (keep it: the caller owns the object, and a store actor that Ray
     restarts reads it again) and the partition. The private copy is dropped and its memory handed
-    back to the OS, so this node holds the partition once (measured: benchmarks/README.md)."""
-    ref = ray.put(partition_arrays(load_worker_partition(part_dir, part_id)))
+    back to the OS, so this node holds the partition once (measured: benchmarks/README.md).
+    ``edge_inputs`` False (a model that reads none) leaves them out of the copy, so the stores
+    built over it neither gather nor send them."""
+    ref = ray.put(partition_arrays(load_worker_partition(part_dir, part_id, edge_inputs=edge_inputs)))
     release_free_memory()  # glibc keeps the freed copy's pages otherwise
     return ref, from_arrays(ray_get(ref))
 
 
-def start_stores(part_dir: str, part_ids: list[int], run_id: str, shared: list[ray.ObjectRef] | None = None) -> list:
+def start_stores(part_dir: str, part_ids: list[int], run_id: str, shared: list[ray.ObjectRef] | None = None,
+                 edge_inputs: bool = True) -> list:
     """Start the store actors of ``part_ids`` on this node; returns their handles (keep them: the
     caller owns the actors, which end with it). With ``shared`` (``load_shared``'s references,
     one per partition) a store reads the object store's copy of its partition; without, it loads
-    its own from ``part_dir``."""
+    its own from ``part_dir``, with edge inputs or without."""
     # Hard: with soft affinity Ray 2.60 put one of a worker's two stores on the other node of a
     # 2-node cluster (test_two_ray_nodes_serve_a_four_part_one_hop_set, 1 run in 3), where it read
     # the partition over the network. The worker runs on this node, so it exists; if it dies, the
@@ -95,7 +98,7 @@ def start_stores(part_dir: str, part_ids: list[int], run_id: str, shared: list[r
     sources = shared if shared is not None else [None] * len(part_ids)
     handles = [actor.options(name=store_name(run_id, p), num_cpus=0, max_concurrency=STORE_CONCURRENCY,
                              max_restarts=RESTARTS, max_task_retries=RESTARTS, scheduling_strategy=here)
-               .remote(part_dir, p, source) for p, source in zip(part_ids, sources)]
+               .remote(part_dir, p, source, edge_inputs) for p, source in zip(part_ids, sources)]
     ray_get([h.ready.remote() for h in handles])
     return handles
 

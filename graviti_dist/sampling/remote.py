@@ -90,8 +90,10 @@ class FeatureRows:
 class GraphStore:
     """One partition's structure and input rows, answering batched requests by shuffled id."""
 
-    def __init__(self, part_dir: str, part_id: int, part: WorkerPartition | None = None):
-        self.part = part if part is not None else load_worker_partition(part_dir, part_id)
+    def __init__(self, part_dir: str, part_id: int, part: WorkerPartition | None = None, edge_inputs: bool = True):
+        """``edge_inputs`` False (a model that reads none) leaves them out of what ``sample`` sends:
+        where a store loads its own partition; one built over ``part`` sends what ``part`` holds."""
+        self.part = part if part is not None else load_worker_partition(part_dir, part_id, edge_inputs=edge_inputs)
         self.part_id = part_id
         # Any local node (inner or halo) looked up by shuffled id through a hash index: 1.0 ms for
         # 60k ids where a binary search over the sorted ids took 7.3 (part 0 of synthetic-1m's 1-hop set).
@@ -344,6 +346,9 @@ def _concatenated(parts: list[SampledEdges], edge_inputs: torch.Tensor | None) -
     no_ids = np.zeros(0, np.int64)
     efeat = None
     if edge_inputs is not None:
+        if any(e.efeat is None for e in parts):
+            raise ValueError("a graph store sent edges without their edge inputs to a worker whose model reads them: "
+                             "stores and workers must load partitions with the same edge_inputs")
         efeat = joined("efeat", np.zeros((0, edge_inputs.shape[1]), np.float32))
     return SampledEdges(joined("src", no_ids), joined("dst", no_ids), joined("etype", no_ids), efeat)
 

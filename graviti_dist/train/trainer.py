@@ -85,18 +85,18 @@ def _worker_data(config: TrainConfig, rank: int, world: int) -> tuple[list, _Wor
     owned = list(range(rank, manifest.num_parts, world))
     fanouts, tasks = list(config.model.fanouts), config.tasks
     remote = sampling_mode(config, manifest) == "remote"
-    parts, shared = [], []
+    parts, shared, edge_inputs = [], [], config.model.edge_inputs
     for p in owned:
         if remote:  # this worker and the store serving the partition read one copy in Ray's object store
-            ref, part = load_shared(config.partitions, p)
+            ref, part = load_shared(config.partitions, p, edge_inputs)
             shared.append(ref)
         else:
-            part = load_worker_partition(config.partitions, p, edge_inputs=config.model.edge_inputs)
+            part = load_worker_partition(config.partitions, p, edge_inputs=edge_inputs)
         parts.append(part)
     served, nodes, batches, ahead = [], {}, partial(NodeMinibatches), False
     if remote:
         # Every worker serves its own partitions, then finds everyone's by name.
-        served = start_stores(config.partitions, owned, config.run_id, shared)
+        served = start_stores(config.partitions, owned, config.run_id, shared, edge_inputs)
         nodes = store_nodes(served, owned)
         dist.barrier()
         ranges = NodeRanges.of(PartitionSet(config.partitions))

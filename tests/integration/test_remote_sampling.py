@@ -120,7 +120,11 @@ def test_training_on_a_one_hop_set_matches_a_full_halo_run(synthetic_sets, full_
 @pytest.mark.timeout(600)
 def test_a_store_killed_mid_epoch_is_restarted_and_training_goes_on(synthetic_sets, tmp_path, ray_local):
     ray = ray_local
-    config = load_train_config(None, _settings(synthetic_sets / "hops1", tmp_path / "run", "epochs=7", "run_id=killtest"))
+    # A model without edge inputs: the stores (the restarted one too) neither gather nor send them.
+    config = load_train_config(None, _settings(synthetic_sets / "hops1", tmp_path / "run", "epochs=7", "run_id=killtest",
+                                               "model.edge_inputs=false"))
+    ranges = NodeRanges.of(PartitionSet(synthetic_sets / "hops1"))
+    owned_by_1 = ranges.starts[ranges.parts == 1][:1]
     outcome: dict = {}
     thread = threading.Thread(target=lambda: outcome.update(metrics=fit(config)), daemon=True)
     thread.start()
@@ -128,14 +132,28 @@ def test_a_store_killed_mid_epoch_is_restarted_and_training_goes_on(synthetic_se
     while time.time() < deadline and not killed:
         run = RunDir(tmp_path / "run")
         if run.holds_run() and len(run.read_records()) >= 2:
+            assert _sends_edge_inputs(ray, "killtest", 1, owned_by_1) is False
             ray.kill(ray.get_actor("graviti-store-killtest-1"), no_restart=False)  # Ray restarts it
             killed = True
         time.sleep(0.2)
     assert killed, "training never reached its third epoch"
+    answer, deadline = None, time.time() + 120
+    while answer is None and time.time() < deadline:  # None until Ray has restarted it
+        answer = _sends_edge_inputs(ray, "killtest", 1, owned_by_1)
+        time.sleep(0.2)
+    assert answer is False  # the restarted store read the worker's copy, which has none
     thread.join(timeout=300)
     assert not thread.is_alive(), "training hung after its store was killed"
     records = RunDir(tmp_path / "run").read_records()
     assert [r["epoch"] for r in records] == list(range(7)) and "interest" in outcome["metrics"]
+
+
+def _sends_edge_inputs(ray, run_id: str, part_id: int, nodes) -> bool | None:
+    """Whether partition ``part_id``'s store sends edge inputs with sampled edges; None while it is down."""
+    try:
+        return ray.get(ray.get_actor(f"graviti-store-{run_id}-{part_id}").sample.remote(nodes, 5), timeout=30).efeat is not None
+    except Exception:  # killed and not yet restarted
+        return None
 
 
 def _wait_for_alive_nodes(address: str, count: int, env: dict, timeout_s: float) -> None:

@@ -14,6 +14,7 @@ from graviti_dist.infer.explain import EdgeTimes
 from graviti_dist.model import EncoderConfig
 from graviti_dist.partition import PartitionSet, PartitionSpec, partition_crawl, read_manifest
 from graviti_dist.sampling import NodeMinibatches, load_worker_partition
+from graviti_dist.sampling.remote import GraphStore
 from graviti_dist.train.loop import build_model, fit_local
 from tests.helpers import as_if_written, block_edge_inputs, remote_minibatches, shallow_and_full_sets, write_crawl
 
@@ -104,6 +105,21 @@ def test_a_partition_loaded_for_a_model_without_edge_inputs_samples_none(sets):
         batches = NodeMinibatches(part, [5, 5], 64, "train", shuffle=False)
         _, blocks = batches.sample(batches.seeds[:64])
         assert all((b.efeat is not None) == expect for b in blocks)
+
+
+def test_remote_sampling_for_a_model_without_edge_inputs_neither_sends_nor_builds_them(sets):
+    shallow_dir, _ = sets
+    store = GraphStore(str(shallow_dir), 2, edge_inputs=False)
+    owned = store.part.graph.ndata[dgl.NID][store.part.inner][:20].numpy()
+    assert store.sample(owned, 5).efeat is None  # nothing gathered or sent per sampled edge
+    assert GraphStore(str(shallow_dir), 2).sample(owned, 5).efeat is not None
+    remote = remote_minibatches(shallow_dir, 1, [FULL, FULL], edge_inputs=False)
+    inputs, blocks = remote.sample(remote.seeds)
+    assert remote.requests > 0 and all(b.efeat is None for b in blocks)
+    # A worker whose model reads edge inputs, served by stores loaded without them: said, not a shape error.
+    mismatched = remote_minibatches(shallow_dir, 1, [FULL, FULL], stores_edge_inputs=False)
+    with pytest.raises(ValueError, match="same edge_inputs"):
+        mismatched.sample(mismatched.seeds)
 
 
 def _temporal_crawl(root, users: int = 1200, in_edges: int = 6, seed: int = 0):
