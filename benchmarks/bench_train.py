@@ -83,8 +83,9 @@ class OursTrainer:
         self.stream = MinibatchStream(self.loaders, workers=sampler_workers, pin_memory=device.type == "cuda")
         self.core = build_model(parts[0], _encoder_config(), tasks=node_tasks).to(device)
         self.model = self.core
-        if ddp:
-            self.model = nn.parallel.DistributedDataParallel(self.core, find_unused_parameters=True)
+        if ddp:  # as graviti train does (train/trainer.py): every parameter in the loss, no unused-parameter search
+            self.core.every_parameter_in_loss = True
+            self.model = nn.parallel.DistributedDataParallel(self.core, find_unused_parameters=False)
         self.optimizer = make_optimizer(self.core.parameters(), 1e-3, device=device)
         self.allreduce_s = 0.0
         self._hooked = False

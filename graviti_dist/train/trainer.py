@@ -41,10 +41,10 @@ from graviti_dist.runtime.output import check_output, publish, staging_dir
 from graviti_dist.runtime.ray_cluster import ray_session
 from graviti_dist.sampling import (MinibatchStream, NodeMinibatches, NodeRanges, RemoteMinibatches, connect_stores,
                                    load_shared, load_worker_partition, start_stores, store_nodes, stores_elsewhere)
+from graviti_dist.train.averaging import WeightAverage
 from graviti_dist.train.console import EpochPrinter
 from graviti_dist.train.config import (TrainConfig, check_against_partitions, encoder_config, resume_conflicts,
                                        sampling_mode)
-from graviti_dist.train.averaging import WeightAverage
 from graviti_dist.train.loop import EpochTotals, build_model, check_finite_losses, evaluate, make_optimizer, train_epoch
 from graviti_dist.train.metrics import SELECTION_METRIC, torch_distributed_gather
 from graviti_dist.train.plots import plot_run
