@@ -115,7 +115,7 @@ def _train_renderer(filename: str):
     return filename, render
 
 
-for _name in ("train-cpu-synthetic-1m", "train-cpu-synthetic-1m-tcmalloc", "train-cuda-synthetic-1m", "quality-twitch",
+for _name in ("train-cpu-synthetic-1m", "train-cpu-synthetic-60k-users", "train-cpu-synthetic-1m-tcmalloc", "train-cuda-synthetic-1m", "quality-twitch",
               "quality-multitask", "quality-edge-inputs", "remote", "distgraph"):
     RENDERERS[_name] = _train_renderer(_name + ".json")
 
